@@ -1,0 +1,189 @@
+"""The one checkpoint format every stage writes: atomic saves, safe loads, stage checks.
+
+A checkpoint is a ``torch.save`` of plain tensors and containers, so it is always loaded with
+``weights_only=True``: reading a checkpoint never executes code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import re
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mpsctl
+from mpsctl.errors import CheckpointError
+
+FORMAT_VERSION = 1
+STAGES = ("search", "refine", "export", "finetune")
+
+#: Stages each command accepts as input, and the command that produces the first of them.
+STAGE_NEEDS: dict[str, tuple[str, ...]] = {
+    "export": ("search", "refine"),
+    "finetune": ("export", "refine"),
+    "refine": ("search",),
+}
+RUN_FIRST = {"export": "search", "finetune": "export", "refine": "search"}
+
+_TEMP_SUFFIX = ".tmp"
+_UNSAFE_GLOBAL = re.compile(r"unsupported GLOBAL (\S+)", re.IGNORECASE)
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions recorded in every checkpoint, to explain a later incompatibility."""
+    try:
+        torchvision = importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        torchvision = None
+    return {
+        "mpsctl": mpsctl.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision,
+        "python": platform.python_version(),
+    }
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (which names its ``stage``) atomically; the old file survives failures."""
+    path = Path(path)
+    stage = payload.get("stage")
+    if stage not in STAGES:
+        raise ValueError(f"checkpoint payload needs a stage in {STAGES}, got {stage!r}")
+    record = {**payload, "format_version": FORMAT_VERSION, "versions": library_versions()}
+    temp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX
+        )
+        temp = Path(name)
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(record, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+        temp = None
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {_os_reason(exc)}") from None
+    finally:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, expect: Sequence[str] | None = None, command: str = ""
+) -> dict[str, Any]:
+    """Load and check a checkpoint; ``expect`` lists the stages ``command`` can start from."""
+    path = Path(path)
+    record = _read(path)
+    if not isinstance(record, dict) or "format_version" not in record or "stage" not in record:
+        raise CheckpointError(
+            f"{path} is not an mpsctl checkpoint (no format_version/stage; a plain "
+            "state_dict? pass a file written by an mpsctl command)"
+        )
+    version = record["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path} has a malformed format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer mpsctl (format {version}, this one reads up to "
+            f"{FORMAT_VERSION}); upgrade mpsctl"
+        )
+    stage = record["stage"]
+    if stage not in STAGES:
+        raise CheckpointError(
+            f"{path} has an unknown stage {stage!r} (expected one of {', '.join(STAGES)})"
+        )
+    if expect is not None and stage not in expect:
+        raise CheckpointError(_wrong_stage(path, stage, expect, command))
+    return record
+
+
+def find_latest_checkpoint(run_dir_or_cwd: str | Path) -> Path:
+    """The newest stage checkpoint of a run folder, or of any ``runs/*/`` below a project."""
+    folder = Path(run_dir_or_cwd)
+    folders = [folder]
+    if (folder / "runs").is_dir():
+        folders += sorted(p for p in (folder / "runs").iterdir() if p.is_dir())
+    found = [
+        candidate
+        for run in folders
+        for stage in STAGES
+        if (candidate := run / f"{stage}.pt").is_file()
+    ]
+    if not found:
+        raise CheckpointError(
+            f"no checkpoint found in {folder} (pass a checkpoint path, or run `mpsctl search` "
+            "first)"
+        )
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, STAGES.index(p.stem)))
+
+
+def _read(path: Path) -> Any:
+    """``torch.load`` in safe mode, every failure turned into a one-line CheckpointError."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder (pass a .pt checkpoint file)")
+    try:
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path} is empty (its write was interrupted; rerun the stage)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {_os_reason(exc)}") from None
+    except Exception as exc:  # torch raises many types for corrupt or hostile files
+        hostile = _UNSAFE_GLOBAL.search(str(exc))
+        if hostile is not None:
+            raise CheckpointError(
+                f"{path} refers to {hostile.group(1)}, which is not a plain tensor or container; "
+                "refused to load it (loading a checkpoint never runs code)"
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt: {_load_reason(exc)})"
+        ) from None
+
+
+def _load_reason(exc: Exception) -> str:
+    """The informative line of torch's (often many-line) load error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    operand = next((line for line in lines if line.startswith("Unsupported operand")), None)
+    line = operand or (lines[0] if lines else "")
+    return f"{type(exc).__name__}: {line}"[:120]
+
+
+def _wrong_stage(path: Path, stage: str, expect: Sequence[str], command: str) -> str:
+    first = RUN_FIRST.get(command, expect[0] if expect else "search")
+    needs = " or ".join(expect)
+    user = f"`mpsctl {command}`" if command else "this command"
+    return (
+        f"{path} is a {stage} checkpoint but {user} needs a {needs} checkpoint; "
+        f"run `mpsctl {first}` first"
+    )
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable; some platforms and file systems cannot open folders."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc).splitlines()[0]

@@ -1,0 +1,75 @@
+"""Cost of a supernet layer: expected under θ in the search, exact under an assignment.
+
+``Σ_i Σ_j θin_i · w_j · f(p_i, p_j, Cin_eff, Cout_j)`` where, per layer, ``w_j = θ_j`` and
+``Cout_j = Cout``; per channel, ``w_j = 1`` and ``Cout_j = Σ_c θ_{j,c}`` (each channel counted
+once, SPEC §3 differs). ``Cin_eff`` is the producer's non-pruned channel mass (× the spatial
+size where a flatten sits between). 0-bit groups cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from mpsctl.cost.base import LayerCostFn
+from mpsctl.search.choice import PrecisionChoice
+from mpsctl.search.layers import SearchableLayer
+
+ThetaFn = Callable[[PrecisionChoice], Tensor]
+
+
+def expected_theta(choice: PrecisionChoice) -> Tensor:
+    """θ of the current step (what the loss sees)."""
+    return choice.theta()
+
+
+def hard_theta(choice: PrecisionChoice) -> Tensor:
+    """One-hot θ of the argmax assignment (what export produces)."""
+    return choice.one_hot().to(_device(choice))
+
+
+def _device(choice: PrecisionChoice) -> torch.device:
+    source = choice.alpha if choice.alpha is not None else choice.fixed_index
+    return source.device
+
+
+def kept_channels(choice: PrecisionChoice, theta_fn: ThetaFn) -> Tensor:
+    """Expected (or exact) number of output channels that are not pruned."""
+    theta = theta_fn(choice)
+    if not (choice.per_channel and choice.can_prune):
+        return torch.tensor(float(choice.channels or 0), device=theta.device)
+    return choice.channels - theta[0].sum()
+
+
+def layer_cost(
+    layer: SearchableLayer,
+    cost_fn: LayerCostFn,
+    theta_fn: ThetaFn = expected_theta,
+) -> Tensor:
+    """Cost of one layer under ``cost_fn`` (expected, or exact with :func:`hard_theta`)."""
+    cin_source = layer.cin_source
+    geom = layer.geometry
+    choice: PrecisionChoice = layer.choice
+    slot = layer.input_slot
+    theta_w = theta_fn(choice)
+    theta_in = theta_fn(slot.choice)
+    device = theta_w.device
+    p_w = torch.tensor(choice.bits, dtype=torch.float32, device=device)
+    p_in = torch.tensor(slot.bits, dtype=torch.float32, device=device).unsqueeze(1)
+    if cin_source is None:
+        cin = torch.tensor(float(geom.cin), device=device)
+    else:
+        producer, factor = cin_source
+        cin = kept_channels(producer, theta_fn) * factor
+    if choice.per_channel:
+        weight = torch.ones_like(p_w)
+        cout = theta_w.sum(1)
+    else:
+        weight = theta_w
+        cout = torch.full_like(p_w, float(geom.cout))
+    f = cost_fn(geom, p_in, p_w.unsqueeze(0), cin, cout.unsqueeze(0))
+    f = torch.broadcast_to(f, (len(slot.bits), len(choice.bits)))
+    f = torch.where(p_w.unsqueeze(0) > 0, f, torch.zeros_like(f))
+    return (theta_in.unsqueeze(1) * weight.unsqueeze(0) * f).sum()

@@ -1,0 +1,313 @@
+"""NE16 (GAP9 neural engine) latency model, SPEC §4.
+
+One closed form serves two masters: the search needs it differentiable in the (fractional)
+channel counts, so the integer helpers are straight-through; ``refine`` and the reports need
+it exact, so integer inputs go through plain integer arithmetic. The engine's constants live
+in ``configs/targets/ne16.yaml``; the same values are the dataclass defaults so that an
+installed package without that file still works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from mpsctl.cost.base import LayerGeometry, register_cost
+from mpsctl.errors import UserError
+
+#: A channel count, bit width or cycle count: a tensor in the search, a number elsewhere.
+Quantity = Tensor | int | float
+
+KINDS = ("conv", "depthwise", "linear")
+
+DEFAULT_CONSTANTS_PATH = Path(__file__).parents[2] / "configs" / "targets" / "ne16.yaml"
+
+
+@dataclass(frozen=True)
+class NE16Constants:
+    """Cycle counts and tile sizes of the engine; see ``configs/targets/ne16.yaml``."""
+
+    k_body: int = 32
+    k_body_depthwise: int = 16
+    ki_tile: int = 16
+    spatial_tile: int = 3
+    load_1x1: int = 19
+    load_3x3: int = 31
+    weight_offset_base: int = 6
+    weight_offset_per_channel_depthwise: int = 1
+    matvec_base: int = 6
+    index_update: int = 2
+    norm_quant_base: int = 9
+    norm_quant_mult: int = 4
+    norm_quant_div: int = 4
+    stream_out: int = 13
+
+
+#: Constants that divide something: zero would make the model meaningless.
+_POSITIVE = frozenset({"k_body", "k_body_depthwise", "ki_tile", "spatial_tile", "norm_quant_div"})
+
+
+def load_ne16_constants(path: str | Path | None = None) -> NE16Constants:
+    """Read engine constants from ``path`` (default: the shipped YAML, else built-in defaults).
+
+    Keys left out keep their defaults; unknown keys and non-integer values are a UserError,
+    so a typo in a user's engine variant cannot silently fall back to the default.
+    """
+    if path is None:
+        if not DEFAULT_CONSTANTS_PATH.is_file():
+            return NE16Constants()
+        return _read_constants(DEFAULT_CONSTANTS_PATH)
+    return _read_constants(Path(path))
+
+
+def _read_constants(path: Path) -> NE16Constants:
+    if not path.is_file():
+        raise UserError(f"{path}: NE16 constants file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UserError(f"{path}: cannot read NE16 constants: {reason}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of NE16 constant names to integers")
+    known = {f.name for f in dataclasses.fields(NE16Constants)}
+    unknown = sorted(str(key) for key in data if key not in known)
+    if unknown:
+        raise UserError(
+            f"{path}: unknown NE16 constant(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    for key, value in data.items():
+        _check_constant(path, key, value)
+    return dataclasses.replace(NE16Constants(), **data)
+
+
+def _check_constant(path: Path, key: str, value: Any) -> None:
+    lowest = 1 if key in _POSITIVE else 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        kind = "a positive" if lowest else "a non-negative"
+        raise UserError(f"{path}: NE16 constant {key!r} must be {kind} integer, got {value!r}")
+
+
+@functools.cache
+def default_constants() -> NE16Constants:
+    """The module-wide constants, read once on first use."""
+    return load_ne16_constants()
+
+
+# --------------------------------------------------------------------------- integer helpers
+
+
+class _FloorDiv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Quantity) -> Tensor:
+        return torch.div(a, b, rounding_mode="floor")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+class _CeilDiv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Quantity) -> Tensor:
+        return torch.div(a - 1, b, rounding_mode="floor") + 1
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+class _Mod(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Quantity) -> Tensor:
+        return a - b * torch.div(a, b, rounding_mode="floor")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+def _as_tensor_pair(a: Quantity, b: Quantity) -> tuple[Quantity, Quantity]:
+    if isinstance(b, Tensor) and not isinstance(a, Tensor):
+        a = torch.as_tensor(a, device=b.device)
+    return a, b
+
+
+def fdiv(a: Quantity, b: Quantity) -> Quantity:
+    """``floor(a / b)``; on tensors the gradient passes to ``a`` unchanged (straight-through)."""
+    a, b = _as_tensor_pair(a, b)
+    if isinstance(a, Tensor):
+        return _FloorDiv.apply(a, b)
+    return a // b
+
+
+def cdiv(a: Quantity, b: Quantity) -> Quantity:
+    """``floor((a - 1) / b) + 1`` (ceil for integers); straight-through gradient to ``a``."""
+    a, b = _as_tensor_pair(a, b)
+    if isinstance(a, Tensor):
+        return _CeilDiv.apply(a, b)
+    return (a - 1) // b + 1
+
+
+def mod(a: Quantity, b: Quantity) -> Quantity:
+    """``a - b * fdiv(a, b)``; straight-through gradient to ``a`` (not ``1 - b``)."""
+    a, b = _as_tensor_pair(a, b)
+    if isinstance(a, Tensor):
+        return _Mod.apply(a, b)
+    return a - b * (a // b)
+
+
+def _if_nonzero(selector: Quantity, value: Quantity) -> Quantity:
+    """``[selector != 0] * value`` without letting the zero branch's gradient through."""
+    if isinstance(selector, Tensor):
+        value = torch.as_tensor(value, device=selector.device)
+        return torch.where(selector != 0, value, torch.zeros_like(value))
+    return value if selector != 0 else 0 * value
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def _decompose(kh: int, kw: int) -> tuple[int, int]:
+    """How many 3x3 and 1x1 jobs a ``kh x kw`` kernel becomes (SPEC §4)."""
+    rh, rw = kh % 3, kw % 3
+    return (kh // 3) * (kw // 3), rh * kw + rw * kh - rh * rw
+
+
+def _iteration(
+    mode: str, k: Quantity, n_in: Quantity, bits: Quantity, c: NE16Constants
+) -> Quantity:
+    """Cycles of one output-channel tile of ``k`` channels, all input passes included."""
+    depthwise = mode == "depthwise"
+    load = c.load_1x1 if mode == "1x1" else c.load_3x3
+    offset = c.weight_offset_base
+    if depthwise:
+        offset = offset + c.weight_offset_per_channel_depthwise * k
+    matvec = c.matvec_base + (k if mode == "1x1" else k * bits)
+    norm_quant = c.norm_quant_base + cdiv(c.norm_quant_mult * k, c.norm_quant_div)
+    per_pass = load + offset + matvec + c.index_update
+    if not depthwise:
+        per_pass = n_in * per_pass
+    return per_pass + norm_quant + c.stream_out
+
+
+def _tiles(mode: str, ko: Quantity, ki: Quantity, bits: Quantity, c: NE16Constants) -> Quantity:
+    """Cycles of one spatial tile: the full channel tiles plus the partial one, if any."""
+    k_body = c.k_body_depthwise if mode == "depthwise" else c.k_body
+    n_body = fdiv(ko, k_body)
+    k_rem = mod(ko, k_body)
+    n_in = cdiv(ki, c.ki_tile)
+    body = n_body * _iteration(mode, k_body, n_in, bits, c)
+    return body + _if_nonzero(k_rem, _iteration(mode, k_rem, n_in, bits, c))
+
+
+def _check_numbers(**values: Quantity) -> None:
+    for name, value in values.items():
+        if not isinstance(value, Tensor) and value < 0:
+            raise ValueError(f"NE16 latency: {name} must be >= 0, got {value!r}")
+
+
+def ne16_job_cycles(
+    kind: str,
+    kernel: tuple[int, int],
+    out_hw: tuple[int, int],
+    ko: Quantity,
+    ki: Quantity,
+    bits: Quantity,
+    constants: NE16Constants | None = None,
+) -> Quantity:
+    """Cycles of one NE16 job computing ``ko`` output channels from ``ki`` at ``bits`` weights.
+
+    Tensors in ``ko``/``ki``/``bits`` give a differentiable tensor (straight-through integer
+    helpers); plain integers give an exact integer. Linear layers are 1x1 convs on a 1x1 map,
+    whatever ``kernel``/``out_hw`` say. Kernels other than 3x3/1x1 become ``n3`` 3x3 jobs plus
+    ``n1`` 1x1 jobs on the same output; a depthwise kernel's pieces all run as depthwise jobs.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"NE16 latency: unknown layer kind {kind!r}; expected one of {KINDS}")
+    c = constants if constants is not None else default_constants()
+    if kind == "linear":
+        kernel, out_hw = (1, 1), (1, 1)
+    kh, kw = kernel
+    ho, wo = out_hw
+    if min(kh, kw) < 1 or min(ho, wo) < 0:
+        raise ValueError(f"NE16 latency: bad kernel {kernel} or output size {out_hw}")
+    _check_numbers(ko=ko, ki=ki, bits=bits)
+    n3, n1 = _decompose(kh, kw)
+    n_sp = cdiv(ho, c.spatial_tile) * cdiv(wo, c.spatial_tile)
+    total: Quantity = 0
+    if n3:
+        total = total + n3 * _tiles("depthwise" if kind == "depthwise" else "3x3", ko, ki, bits, c)
+    if n1:
+        total = total + n1 * _tiles("depthwise" if kind == "depthwise" else "1x1", ko, ki, bits, c)
+    return n_sp * total
+
+
+def _conv_groups(geom: LayerGeometry) -> int:
+    return geom.groups if geom.kind == "conv" and geom.groups > 1 else 1
+
+
+@register_cost("ne16")
+def ne16_cost(geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor, cout: Tensor) -> Tensor:
+    """NE16 cycles of each weight-precision group (shape broadcastable to ``(n_in, n_w)``).
+
+    ``p_in`` is ignored: the engine's inputs are 8-bit, which the recipe check enforces.
+    Each group is its own job with ``Ko = cout`` (possibly fractional); 0-bit groups are free.
+    A grouped (non-depthwise) conv counts as ``groups`` convs of ``cin/groups -> cout/groups``.
+    """
+    g = _conv_groups(geom)
+    ko = cout / g if g > 1 else cout
+    ki = cin / g if g > 1 else cin
+    cycles = g * ne16_job_cycles(geom.kind, geom.kernel, geom.out_hw, ko, ki, p_w)
+    cycles = torch.as_tensor(cycles, device=p_w.device)
+    if not cycles.is_floating_point():
+        cycles = cycles.to(p_w.dtype if p_w.is_floating_point() else torch.get_default_dtype())
+    return torch.where(p_w == 0, torch.zeros_like(cycles), cycles)
+
+
+def ne16_layer_cycles(
+    geom: LayerGeometry,
+    counts: dict[int, int],
+    cin: int,
+    constants: NE16Constants | None = None,
+) -> int:
+    """Exact cycles of a layer whose output channels form precision groups ``{bits: count}``.
+
+    Each non-empty, non-zero-bit group is a separate job reading ``cin`` input channels.
+    A grouped (non-depthwise) conv is estimated as ``groups`` convs of ``ceil(count/groups)``
+    from ``ceil(cin/groups)`` channels (NE16 does not run it as such; see ``ne16_supported``).
+    """
+    g = _conv_groups(geom)
+    total = 0
+    for bits, count in counts.items():
+        bits, count = int(bits), int(count)
+        if count < 0:
+            raise ValueError(f"NE16 latency: negative channel count {count} at {bits} bits")
+        if bits == 0 or count == 0:
+            continue
+        ko, ki = (cdiv(count, g), cdiv(int(cin), g)) if g > 1 else (count, int(cin))
+        total += g * ne16_job_cycles(geom.kind, geom.kernel, geom.out_hw, ko, ki, bits, constants)
+    return int(total)
+
+
+def ne16_supported(geom: LayerGeometry) -> bool:
+    """Whether NE16 runs this layer natively, so its latency is the model's, not an estimate.
+
+    Supported: linear layers, ungrouped convs of any kernel (3x3 and 1x1 directly, others via
+    the §4 decomposition into 3x3 and 1x1 jobs) and depthwise 3x3 convs. Not supported:
+    grouped convs that are not depthwise, and depthwise convs with another kernel (the engine
+    has only a 3x3 depthwise mode; the model still returns a decomposition estimate for them).
+    """
+    if geom.kind == "linear":
+        return True
+    if geom.kind == "depthwise":
+        return tuple(geom.kernel) == (3, 3)
+    return geom.kind == "conv" and geom.groups == 1

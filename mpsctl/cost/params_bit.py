@@ -1,0 +1,19 @@
+"""Model size in bits: ``K·(Cin/g)·Cout·p_w`` (depthwise ``K·Cout·p_w``, Linear ``in·out·p_w``)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from mpsctl.cost.base import LayerGeometry, register_cost
+
+
+def weight_count(geom: LayerGeometry, cin: Tensor, cout: Tensor) -> Tensor:
+    """Number of weights of the layer with ``cin`` input and ``cout`` output channels."""
+    if geom.kind == "depthwise":
+        return geom.k * cout
+    return geom.k * (cin / geom.groups) * cout
+
+
+@register_cost("params_bit")
+def params_bit(geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor, cout: Tensor) -> Tensor:
+    return weight_count(geom, cin, cout) * p_w

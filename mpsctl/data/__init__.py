@@ -1,0 +1,20 @@
+"""Datasets by name: the bundled MNIST subset, synthetic data, and torchvision's on-disk sets."""
+
+from mpsctl.data import bundled, synthetic, vision  # noqa: F401  (register the built-ins)
+from mpsctl.data.loaders import make_loaders
+from mpsctl.data.registry import (
+    DataBundle,
+    available_datasets,
+    build_datasets,
+    dataset_options,
+    register_dataset,
+)
+
+__all__ = [
+    "DataBundle",
+    "available_datasets",
+    "build_datasets",
+    "dataset_options",
+    "make_loaders",
+    "register_dataset",
+]

@@ -1,0 +1,149 @@
+"""Datasets read through torchvision from the user's disk: ``mnist``, ``cifar10``, ``imagefolder``.
+
+torchvision is imported inside the factories so that ``import mpsctl.data`` stays fast.
+MNIST and CIFAR-10 are copied into ``UInt8Images`` (scaled to [0, 1] per item, exactly what
+``ToTensor`` gives) to skip a PIL round trip per sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from mpsctl.data import options as opt
+from mpsctl.data.registry import DataBundle, register_dataset
+from mpsctl.data.tensors import UInt8Images, seeded_permutation
+from mpsctl.errors import DataError
+
+
+@register_dataset("mnist")
+def mnist(
+    seed: int, root: str | None = None, download: bool = False, size: int | None = None
+) -> DataBundle:
+    """Full MNIST (60k/10k) from ``root/MNIST/raw``, as torchvision lays it out."""
+    from torchvision.datasets import MNIST
+
+    folder = opt.folder("root", root, "mnist", "set data.root to the folder that holds MNIST/raw")
+    train, val = (
+        _open(MNIST, folder, download, train, "MNIST", "MNIST/raw") for train in (True, False)
+    )
+    train_set = UInt8Images(train.data.unsqueeze(1), train.targets)
+    val_set = UInt8Images(val.data.unsqueeze(1), val.targets)
+    return DataBundle(
+        train=_subset(train_set, size, seed),
+        val=val_set,
+        input_shape=(1, 28, 28),
+        num_classes=10,
+    )
+
+
+@register_dataset("cifar10")
+def cifar10(
+    seed: int, root: str | None = None, download: bool = False, size: int | None = None
+) -> DataBundle:
+    """CIFAR-10 (50k/10k) from ``root/cifar-10-batches-py``, as torchvision lays it out."""
+    from torchvision.datasets import CIFAR10
+
+    folder = opt.folder(
+        "root", root, "cifar10", "set data.root to the folder that holds cifar-10-batches-py"
+    )
+    train, val = (
+        _open(CIFAR10, folder, download, train, "CIFAR-10", "cifar-10-batches-py")
+        for train in (True, False)
+    )
+
+    def to_u8(ds: Any) -> UInt8Images:
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return UInt8Images(images, torch.tensor(ds.targets))
+
+    return DataBundle(
+        train=_subset(to_u8(train), size, seed),
+        val=to_u8(val),
+        input_shape=(3, 32, 32),
+        num_classes=len(train.classes),
+    )
+
+
+@register_dataset("imagefolder")
+def imagefolder(
+    seed: int,
+    root: str | None = None,
+    image_size: int | list[int] | None = None,
+    size: int | None = None,
+) -> DataBundle:
+    """Images in ``root/train/<class>/`` and ``root/val/<class>/``, resized, as RGB in [0, 1]."""
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    hint = "set data.root to a folder with train/ and val/ sub-folders, one folder per class"
+    folder = opt.folder("root", root, "imagefolder", hint)
+    if image_size is None:
+        raise DataError(
+            "data.image_size: dataset 'imagefolder' needs the size images are resized to; "
+            "set data.image_size=96 (pixels, or [height, width])"
+        )
+    hw = opt.image_size("image_size", image_size)
+    transform = transforms.Compose([transforms.Resize(hw), transforms.ToTensor()])
+    splits = []
+    for split in ("train", "val"):
+        path = folder / split
+        if not path.is_dir():
+            raise DataError(f"data.root: {path} is not a folder; {hint}")
+        try:
+            splits.append(ImageFolder(str(path), transform=transform))
+        except (FileNotFoundError, OSError) as exc:
+            raise DataError(f"data.root: no usable images in {path} ({exc}); {hint}") from exc
+    train, val = splits
+    if train.classes != val.classes:
+        raise DataError(
+            f"data.root: class folders differ between {folder / 'train'} ({len(train.classes)}) "
+            f"and {folder / 'val'} ({len(val.classes)}); give both the same class folders"
+        )
+    return DataBundle(
+        train=_subset(train, size, seed),
+        val=val,
+        input_shape=(3, *hw),
+        num_classes=len(train.classes),
+    )
+
+
+def _open(cls: type, folder: Path, download: Any, train: bool, title: str, layout: str) -> Any:
+    """Construct a torchvision dataset, turning its errors into one-line ``DataError``s."""
+    download = opt.boolean("download", download)
+    try:
+        return cls(str(folder), train=train, download=download)
+    except Exception as exc:  # torchvision reports missing, corrupt and unreadable files alike
+        text = str(exc).strip()
+        reason = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+        if download:
+            raise DataError(
+                f"data.download: fetching {title} into {folder} failed ({reason}); check the "
+                f"network, or fetch it elsewhere and copy {layout} under data.root"
+            ) from exc
+        if isinstance(exc, RuntimeError):  # torchvision's "Dataset not found or corrupted"
+            raise DataError(
+                f"data.root: {title} not found or incomplete in {folder / layout}; set "
+                f"data.download=true to fetch it, or point data.root at the folder holding "
+                f"{layout}"
+            ) from exc
+        raise DataError(
+            f"data.root: cannot read {title} from {folder / layout} ({reason}); "
+            "delete the damaged files and fetch them again"
+        ) from exc
+
+
+def _subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
+    """``size`` training samples picked at random with ``seed`` (all of them if ``None``)."""
+    if size is None:
+        return dataset
+    size = opt.positive_int("size", size)
+    total = len(dataset)  # type: ignore[arg-type]
+    if size > total:
+        raise DataError(f"data.size: the training set has {total} samples, got {size}")
+    indices = seeded_permutation(total, seed)[:size]
+    if isinstance(dataset, UInt8Images):
+        return dataset.take(indices)
+    return Subset(dataset, indices.tolist())

@@ -1,0 +1,138 @@
+"""How the converter reads an fx graph: which ops pass values, channels or neither through.
+
+- *value* ops keep a quantized tensor on its grid (ReLU, max-pool, dropout, flatten, …);
+- *channel* ops keep channel ``c`` in channel ``c`` but change values (average pooling);
+- *flatten* ops turn ``(N, C, H, W)`` into ``(N, C·H·W)`` (a channel becomes H·W features);
+- *add* ops merge residual branches; *shape* ops only read sizes;
+- everything else is a *barrier*: computed in float, and no channel can be removed across it.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from mpsctl.search.layers import ActivationSlot
+
+VALUE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity,
+)
+CHANNEL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+RELU_MODULES = (nn.ReLU, nn.ReLU6)
+
+VALUE_FUNCTIONS = {
+    F.relu, torch.relu, F.relu6, F.max_pool1d, F.max_pool2d, F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d, F.dropout, F.dropout1d, F.dropout2d,
+}
+CHANNEL_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d}
+RELU_FUNCTIONS = {F.relu, torch.relu, F.relu6}
+ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+SHAPE_FUNCTIONS = {getattr, operator.getitem, len}
+
+VALUE_METHODS = {"relu", "relu_", "contiguous", "clone"}
+RELU_METHODS = {"relu", "relu_"}
+RESHAPE_METHODS = {"flatten", "view", "reshape"}
+SHAPE_METHODS = {"size", "dim", "numel"}
+ADD_METHODS = {"add", "add_", "__add__", "__iadd__"}
+
+
+def shape_of(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def tensor_args(node: fx.Node) -> list[fx.Node]:
+    """Arguments of ``node`` that are tensors flowing through the graph."""
+    args = [a for a in node.all_input_nodes if shape_of(a) is not None]
+    return args
+
+
+def _is_flatten(node: fx.Node) -> bool:
+    """A reshape that keeps the batch axis and folds channels and space into axis 1."""
+    src = node.all_input_nodes[0] if node.all_input_nodes else None
+    before, after = (shape_of(src) if src is not None else None), shape_of(node)
+    if before is None or after is None or len(before) < 2 or len(after) != 2:
+        return False
+    return after[0] == before[0] and after[1] == _prod(before[1:])
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def flatten_factor(node: fx.Node) -> int:
+    """Features per channel produced by a flatten node."""
+    src = node.all_input_nodes[0]
+    return _prod(shape_of(src)[2:])
+
+
+def classify(node: fx.Node, modules: dict[str, nn.Module], layers: set[str]) -> str:
+    """One of: input, output, layer, quant, value, channel, flatten, add, shape, barrier."""
+    if node.op == "placeholder":
+        return "input"
+    if node.op == "output":
+        return "output"
+    if node.op == "get_attr":
+        return "shape"
+    if node.op == "call_module":
+        if node.target in layers:
+            return "layer"
+        module = modules[node.target]
+        if isinstance(module, ActivationSlot):
+            return "quant"
+        if isinstance(module, nn.Flatten):
+            return "flatten" if _is_flatten(node) else "barrier"
+        if isinstance(module, VALUE_MODULES):
+            return "value"
+        if isinstance(module, CHANNEL_MODULES):
+            return "channel"
+        return "barrier"
+    if node.op == "call_function":
+        fn = node.target
+        if fn in SHAPE_FUNCTIONS or shape_of(node) is None:
+            return "shape"
+        if fn in ADD_FUNCTIONS and len(tensor_args(node)) == 2:
+            return "add"
+        if fn is torch.flatten:
+            return "flatten" if _is_flatten(node) else "barrier"
+        if fn in VALUE_FUNCTIONS:
+            return "value"
+        if fn in CHANNEL_FUNCTIONS:
+            return "channel"
+        return "barrier"
+    # call_method
+    name = node.target
+    if name in SHAPE_METHODS or shape_of(node) is None:
+        return "shape"
+    if name in ADD_METHODS and len(tensor_args(node)) == 2:
+        return "add"
+    if name in RESHAPE_METHODS:
+        if shape_of(node) == shape_of(node.all_input_nodes[0]):
+            return "value"
+        return "flatten" if _is_flatten(node) else "barrier"
+    if name in VALUE_METHODS:
+        return "value"
+    return "barrier"
+
+
+def is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), RELU_MODULES)
+    if node.op == "call_function":
+        return node.target in RELU_FUNCTIONS
+    return node.op == "call_method" and node.target in RELU_METHODS
+
+
+def module_path(node: fx.Node) -> str:
+    """Where an op sits in the user's model, for error messages."""
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        return list(stack.values())[-1][0] or "<top level>"
+    return node.target if node.op == "call_module" else "<top level>"

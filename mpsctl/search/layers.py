@@ -1,0 +1,160 @@
+"""Searchable convolution / linear layers: one conv with the effective quantized weights.
+
+Weights are ``Ŵ = Σ_j θ_j Q_{p_j}(W)`` (θ per layer or per output channel) and the bias is
+quantized at 32 bits with the scale ``s_in · s_w[c]`` of each (input, weight) precision pair,
+so a 0-bit channel's bias vanishes with its weights (SPEC §2.2–§2.3). In eval mode, or once
+the choice is frozen, the layer runs at the argmax precision through the fixed path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mpsctl.cost.base import LayerGeometry
+from mpsctl.quant.bias import quantize_bias
+from mpsctl.quant.modules import PACTActivationQuantizer, WeightQuantizer
+from mpsctl.quant.weight import channel_absmax
+from mpsctl.search.choice import PrecisionChoice
+
+
+class ActivationSlot(nn.Module):
+    """An activation quantizer and the precision choice that drives it (per layer)."""
+
+    def __init__(self, quantizer: PACTActivationQuantizer, choice: PrecisionChoice) -> None:
+        super().__init__()
+        self.quantizer = quantizer
+        self.choice = choice
+
+    @property
+    def bits(self) -> tuple[int, ...]:
+        return self.quantizer.bits
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.choice.is_fixed or not self.training:
+            return self.quantizer.fixed(x, int(self.choice.assignment()))
+        return self.quantizer.mixed(x, self.choice.theta())
+
+    def scales(self) -> Tensor:
+        return self.quantizer.scales()
+
+
+class SearchableLayer(nn.Module):
+    """A Conv1d/Conv2d/Linear whose weights and bias are fake-quantized over candidates.
+
+    ``choice`` (the weight precision choice, possibly shared with other layers) and
+    ``input_slot`` (the activation quantizer feeding this layer) are owned by the supernet;
+    the layer only refers to them, so they are not registered here.
+    """
+
+    def __init__(
+        self,
+        source: nn.Conv1d | nn.Conv2d | nn.Linear,
+        weight_quantizer: WeightQuantizer,
+        geometry: LayerGeometry,
+    ) -> None:
+        super().__init__()
+        if isinstance(source, nn.Linear):
+            self.op = "linear"
+            self.conv_args: dict = {}
+        else:
+            self.op = "conv1d" if isinstance(source, nn.Conv1d) else "conv2d"
+            self.conv_args = {
+                "stride": source.stride,
+                "padding": source.padding,
+                "dilation": source.dilation,
+                "groups": source.groups,
+            }
+        self.source_type = type(source).__name__
+        self.weight = nn.Parameter(source.weight.detach().clone())
+        bias = source.bias
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        self.weight_quantizer = weight_quantizer
+        self.geometry = geometry
+        self.__dict__["choice"] = None
+        self.__dict__["input_slot"] = None
+        self.__dict__["cin_source"] = None
+
+    def attach(
+        self,
+        choice: PrecisionChoice,
+        input_slot: ActivationSlot,
+        cin_source: tuple[PrecisionChoice, int] | None = None,
+    ) -> None:
+        """Point the layer at its (shared) weight choice, its input quantizer and, where its
+        input channels come from a searchable producer, that producer's choice and the
+        flatten factor (input features per producer channel)."""
+        self.__dict__["choice"] = choice
+        self.__dict__["input_slot"] = input_slot
+        self.__dict__["cin_source"] = cin_source
+
+    def _weight_absmax(self) -> Tensor | None:
+        """Per-channel ``max|W|`` over the input channels the producer keeps, when it prunes
+        some (so the supernet quantizes exactly as the exported layer will); else None."""
+        if self.cin_source is None:
+            return None
+        producer, factor = self.cin_source
+        if not (producer.per_channel and producer.can_prune):
+            return None
+        alive = producer.assignment() != 0
+        if bool(alive.all()):
+            return None
+        return channel_absmax(self.weight, alive.repeat_interleave(factor))
+
+    def quantized_parameters(self) -> tuple[Tensor, Tensor | None]:
+        """The effective weight and bias this layer computes with right now."""
+        choice: PrecisionChoice = self.choice
+        slot: ActivationSlot = self.input_slot
+        absmax = self._weight_absmax()
+        quantizer = self.weight_quantizer
+        if choice.is_fixed or not self.training:
+            index = choice.assignment()
+            weight = quantizer.fixed(self.weight, index, absmax)
+            if self.bias is None:
+                return weight, None
+            s_in = slot.scales()[int(slot.choice.assignment())]
+            s_w = quantizer.fixed_scales(self.weight, index, absmax)
+            return weight, quantize_bias(self.bias, s_in * s_w)
+        theta_w = choice.theta()
+        weight = quantizer.mixed(self.weight, theta_w, absmax)
+        if self.bias is None:
+            return weight, None
+        theta_in = slot.choice.theta()
+        scales = slot.scales().reshape(-1, 1, 1) * quantizer.scales(self.weight, absmax)
+        q_bias = quantize_bias(self.bias, scales)  # (n_in, n_w, Cout)
+        if theta_w.dim() == 1:
+            theta_w = theta_w.unsqueeze(1)
+        return weight, torch.einsum("i,jc,ijc->c", theta_in, theta_w, q_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.quantized_parameters()
+        if self.op == "linear":
+            return F.linear(x, weight, bias)
+        conv = F.conv1d if self.op == "conv1d" else F.conv2d
+        return conv(x, weight, bias, **self.conv_args)
+
+    def keep_channels(self, keep_out: Tensor | None, keep_in: Tensor | None) -> None:
+        """Physically remove output channels (and the matching input channels) for export."""
+        weight = self.weight.detach()
+        bias = self.bias.detach() if self.bias is not None else None
+        depthwise = self.geometry.kind == "depthwise"
+        if keep_out is not None:
+            weight = weight[keep_out]
+            bias = bias[keep_out] if bias is not None else None
+            self.weight_quantizer.keep_channels(keep_out)
+        if keep_in is not None and not depthwise:
+            weight = weight[:, keep_in]
+        self.weight = nn.Parameter(weight.clone())
+        self.bias = nn.Parameter(bias.clone()) if bias is not None else None
+        cout, cin = weight.shape[0], weight.shape[1] * self.conv_args.get("groups", 1)
+        groups = self.conv_args.get("groups", 1)
+        if depthwise:
+            groups = cin = cout
+            self.conv_args["groups"] = cout
+        g = self.geometry
+        self.geometry = LayerGeometry(g.kind, cin, cout, g.kernel, g.out_hw, groups)
+
+    def extra_repr(self) -> str:
+        g = self.geometry
+        return f"{self.source_type}({g.cin}→{g.cout}, kind={g.kind}, kernel={g.kernel})"
