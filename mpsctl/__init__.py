@@ -7,6 +7,6 @@ __all__ = ["__version__", "load"]
 
 def load(path: str):
     """Rebuild the runnable model of any stage checkpoint, in eval mode."""
-    from mpsctl.stages.loading import load_model
+    from mpsctl.stages.state import load_model
 
     return load_model(path)

@@ -6,6 +6,7 @@ A checkpoint is a ``torch.save`` of plain tensors and containers, so it is alway
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.metadata
 import os
@@ -25,16 +26,17 @@ from mpsctl.errors import CheckpointError
 FORMAT_VERSION = 1
 STAGES = ("search", "refine", "export", "finetune")
 
-#: Stages each command accepts as input, and the command that produces the first of them.
+#: Stages each command accepts as input (pass as ``expect`` to ``load_checkpoint``).
 STAGE_NEEDS: dict[str, tuple[str, ...]] = {
     "export": ("search", "refine"),
     "finetune": ("export", "refine"),
     "refine": ("search",),
 }
+#: The command to suggest when a command is handed a checkpoint of the wrong stage.
 RUN_FIRST = {"export": "search", "finetune": "export", "refine": "search"}
 
 _TEMP_SUFFIX = ".tmp"
-_UNSAFE_GLOBAL = re.compile(r"unsupported GLOBAL (\S+)", re.IGNORECASE)
+_UNSAFE_GLOBAL = re.compile(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", re.IGNORECASE)
 
 
 def library_versions() -> dict[str, str | None]:
@@ -45,7 +47,7 @@ def library_versions() -> dict[str, str | None]:
         torchvision = None
     return {
         "mpsctl": mpsctl.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass that weights_only refuses
         "torchvision": torchvision,
         "python": platform.python_version(),
     }
@@ -58,6 +60,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     if stage not in STAGES:
         raise ValueError(f"checkpoint payload needs a stage in {STAGES}, got {stage!r}")
     record = {**payload, "format_version": FORMAT_VERSION, "versions": library_versions()}
+    unsafe = _unloadable_part(record, "payload")
+    if unsafe is not None:
+        raise TypeError(f"checkpoint payload must hold plain tensors and containers: {unsafe}")
     temp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +83,31 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         if temp is not None:
             temp.unlink(missing_ok=True)
     return path
+
+
+_SCALARS = (str, bytes, int, float, complex, bool, type(None))
+_TORCH_LEAVES = (torch.Tensor, torch.Size, torch.dtype, torch.device)
+
+
+def _unloadable_part(value: Any, where: str) -> str | None:
+    """Where ``value`` holds something ``torch.load(weights_only=True)`` would refuse."""
+    if isinstance(value, _TORCH_LEAVES) or type(value) in _SCALARS:
+        return None
+    if type(value) in (dict, collections.OrderedDict):
+        for key, item in value.items():
+            found = _unloadable_part(key, f"{where} key {key!r}") or _unloadable_part(
+                item, f"{where}[{key!r}]"
+            )
+            if found is not None:
+                return found
+        return None
+    if type(value) in (list, tuple, set):
+        for index, item in enumerate(value):
+            found = _unloadable_part(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+        return None
+    return f"{where} is a {type(value).__qualname__}"
 
 
 def load_checkpoint(

@@ -60,7 +60,7 @@ def get_cost(name: str) -> LayerCostFn:
     try:
         return _COSTS[name]
     except KeyError:
-        raise KeyError(f"unknown cost model {name!r}; available: {', '.join(available_costs())}")
+        raise KeyError(f"unknown cost model {name!r}; available: {', '.join(available_costs())}") from None
 
 
 def available_costs() -> list[str]:

@@ -58,11 +58,13 @@ def layer_cost(
     device = theta_w.device
     p_w = torch.tensor(choice.bits, dtype=torch.float32, device=device)
     p_in = torch.tensor(slot.bits, dtype=torch.float32, device=device).unsqueeze(1)
-    if cin_source is None:
+    producer = cin_source[0] if cin_source is not None else None
+    if producer is None or not (producer.per_channel and producer.can_prune):
+        # A producer that cannot prune (e.g. a per-layer choice, whose ``channels`` is None)
+        # passes every channel: the layer's own static input count is exact.
         cin = torch.tensor(float(geom.cin), device=device)
     else:
-        producer, factor = cin_source
-        cin = kept_channels(producer, theta_fn) * factor
+        cin = kept_channels(producer, theta_fn) * cin_source[1]
     if choice.per_channel:
         weight = torch.ones_like(p_w)
         cout = theta_w.sum(1)

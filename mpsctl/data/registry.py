@@ -8,6 +8,7 @@ before the factory runs and every factory only validates values.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,9 +49,9 @@ def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
     return decorate
 
 
-def available_datasets() -> list[str]:
-    """Registered dataset names, sorted."""
-    return sorted(_DATASETS)
+def available_datasets(pattern: str = "*") -> list[str]:
+    """Registered dataset names matching the shell-style ``pattern`` (``"mnist*"``), sorted."""
+    return sorted(fnmatch.filter(_DATASETS, pattern))
 
 
 def dataset_options(name: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def mnist(
 
     folder = opt.folder("root", root, "mnist", "set data.root to the folder that holds MNIST/raw")
     train, val = (
-        _open(MNIST, folder, download, train, "MNIST", "MNIST/raw") for train in (True, False)
+        _open(MNIST, folder, download, is_train, "MNIST", "MNIST/raw") for is_train in (True, False)
     )
     train_set = UInt8Images(train.data.unsqueeze(1), train.targets)
     val_set = UInt8Images(val.data.unsqueeze(1), val.targets)
@@ -51,8 +51,8 @@ def cifar10(
         "root", root, "cifar10", "set data.root to the folder that holds cifar-10-batches-py"
     )
     train, val = (
-        _open(CIFAR10, folder, download, train, "CIFAR-10", "cifar-10-batches-py")
-        for train in (True, False)
+        _open(CIFAR10, folder, download, is_train, "CIFAR-10", "cifar-10-batches-py")
+        for is_train in (True, False)
     )
 
     def to_u8(ds: Any) -> UInt8Images:
@@ -94,8 +94,10 @@ def imagefolder(
             raise DataError(f"data.root: {path} is not a folder; {hint}")
         try:
             splits.append(ImageFolder(str(path), transform=transform))
-        except (FileNotFoundError, OSError) as exc:
-            raise DataError(f"data.root: no usable images in {path} ({exc}); {hint}") from exc
+        except OSError as exc:  # no class folders, no image files, unreadable folder
+            raise DataError(
+                f"data.root: no usable images in {path} ({_reason(exc)}); {hint}"
+            ) from exc
     train, val = splits
     if train.classes != val.classes:
         raise DataError(
@@ -116,8 +118,7 @@ def _open(cls: type, folder: Path, download: Any, train: bool, title: str, layou
     try:
         return cls(str(folder), train=train, download=download)
     except Exception as exc:  # torchvision reports missing, corrupt and unreadable files alike
-        text = str(exc).strip()
-        reason = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+        reason = _reason(exc)
         if download:
             raise DataError(
                 f"data.download: fetching {title} into {folder} failed ({reason}); check the "
@@ -133,6 +134,13 @@ def _open(cls: type, folder: Path, download: Any, train: bool, title: str, layou
             f"data.root: cannot read {title} from {folder / layout} ({reason}); "
             "delete the damaged files and fetch them again"
         ) from exc
+
+
+def _reason(exc: BaseException, limit: int = 300) -> str:
+    """The exception on one line (torchvision's download errors span several)."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:

@@ -47,7 +47,7 @@ def ds_cnn(
     in_channels: int = 1,
     width: int = 64,
     depth: int = 4,
-    stem_kernel: int | tuple[int, int] = 3,
+    stem_kernel: int | tuple[int, int] | list[int] = 3,
 ) -> DepthwiseSeparableCNN:
     """DS-CNN: stride-2 stem and ``depth`` blocks of ``width`` channels.
 
@@ -55,8 +55,14 @@ def ds_cnn(
     49x10 MFCC inputs (about 23k parameters).
     """
     check_positive(num_classes=num_classes, in_channels=in_channels, width=width, depth=depth)
-    if isinstance(stem_kernel, list):
+    if isinstance(stem_kernel, (list, tuple)):
+        if len(stem_kernel) != 2:
+            raise ValueError(f"stem_kernel must be an int or [height, width], got {stem_kernel!r}")
+        for side in stem_kernel:
+            check_positive(stem_kernel=side)
         stem_kernel = (stem_kernel[0], stem_kernel[1])
+    else:
+        check_positive(stem_kernel=stem_kernel)
     blocks = [(width, 1)] * depth
     return DepthwiseSeparableCNN(in_channels, width, blocks, num_classes, stem_kernel)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import fnmatch
 import inspect
 import re
 from collections.abc import Callable, Iterable
@@ -36,9 +37,12 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     return decorate
 
 
-def available_models() -> list[str]:
-    """Registered model names, sorted (``torchvision:NAME`` and ``module:attr`` not listed)."""
-    return sorted(_MODELS)
+def available_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching the shell-style ``pattern`` (``"res*"``), sorted.
+
+    ``torchvision:NAME`` and ``module:attr`` models are not listed.
+    """
+    return sorted(fnmatch.filter(_MODELS, pattern))
 
 
 def build_model(

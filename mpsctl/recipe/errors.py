@@ -20,8 +20,6 @@ from mpsctl.errors import RecipeError
 #: holds ``problems``: a list of ``(sub_location, text)`` pairs relative to the error's loc.
 PROBLEMS = "recipe_problems"
 
-Loc = Sequence["str | int"]
-
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -67,13 +65,17 @@ def problems_error(problems: Sequence[str]) -> RecipeError:
 def describe_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
     """One ``path: problem (fix)`` string per error in ``exc``, validated against ``root``."""
     lines: list[str] = []
+    listed: set[tuple[str | int, ...]] = set()  # sections whose allowed keys were shown
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
         if error["type"] == PROBLEMS:
             for sub, text in error["ctx"]["problems"]:
                 lines.append(_line(loc + tuple(sub), text))
+        elif error["type"] == "extra_forbidden":
+            lines.append(_line(loc, _unknown_key(loc, root, loc[:-1] not in listed)))
+            listed.add(loc[:-1])
         else:
-            lines.append(_line(loc, _translate(error, root)))
+            lines.append(_line(loc, _translate(error)))
     return lines
 
 
@@ -103,29 +105,33 @@ _TYPE_TEXT = {
 }
 
 
-def _translate(error: dict[str, Any], root: type[BaseModel]) -> str:
+def _translate(error: dict[str, Any]) -> str:
     kind = error["type"]
     value = show(error.get("input"))
     ctx = error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        return _unknown_key(error["loc"], root)
     if kind == "literal_error":
         allowed = ctx["expected"].replace(" or ", ", ").replace("'", "")
         return f"{value} is not allowed ({allowed})"
     template = _TYPE_TEXT.get(kind)
     if template is not None:
-        return template.format(value=value, **ctx)
+        return template.format(value=value, **{key: _number(bound) for key, bound in ctx.items()})
     message = error["msg"]
     return f"{message[:1].lower()}{message[1:]} (got {value})"
 
 
-def _unknown_key(loc: Sequence[str | int], root: type[BaseModel]) -> str:
+def _number(bound: Any) -> Any:
+    """``0`` rather than ``0.0`` for a float bound that is a whole number."""
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+
+
+def _unknown_key(loc: Sequence[str | int], root: type[BaseModel], list_allowed: bool) -> str:
+    """Suggest the closest field; otherwise list the allowed keys (once per section)."""
     key = str(loc[-1])
     fields = _fields_at(root, loc[:-1])
     guess = did_you_mean(key, fields)
     if guess is not None:
         return f"unknown key (did you mean '{guess}'?)"
-    if fields:
+    if fields and list_allowed:
         return f"unknown key (allowed: {', '.join(fields)})"
     return "unknown key (remove it)"
 

@@ -50,7 +50,7 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML text; syntax errors become a RecipeError naming ``source`` and the line."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
@@ -182,7 +182,7 @@ def _find_include(name: str, base_dir: Path, source: str) -> Path:
     spellings = [name] if Path(name).suffix else [name, f"{name}.yaml"]
     for folder in folders:
         for spelling in spellings:
-            candidate = (folder / spelling).expanduser()
+            candidate = folder / Path(spelling).expanduser()
             if candidate.is_file():
                 return candidate
     looked = ", ".join(str(folder) for folder in folders)

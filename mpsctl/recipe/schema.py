@@ -28,7 +28,6 @@ from mpsctl.recipe.errors import PROBLEMS, did_you_mean, format_path
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
-Float = Annotated[float, Strict()]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
 NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
 Bool = Annotated[bool, Strict()]

@@ -124,6 +124,13 @@ class PrecisionChoice(nn.Module):
         self.channels = int(keep.numel())
         self._theta = None
 
+    def __getstate__(self) -> dict:
+        # The cached θ belongs to one step's autograd graph (a non-leaf tensor): copying or
+        # pickling it fails, so a copy (e.g. harden() after a training step) re-samples.
+        state = super().__getstate__()
+        state["_theta"] = None
+        return state
+
     def _device(self) -> torch.device:
         if self.alpha is not None:
             return self.alpha.device

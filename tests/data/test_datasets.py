@@ -7,14 +7,14 @@ from mpsctl.data import DataBundle, available_datasets, build_datasets, dataset_
 from mpsctl.errors import DataError
 
 
-def _stack(dataset, n=None):
-    n = len(dataset) if n is None else n
-    images, labels = zip(*(dataset[i] for i in range(n)))
-    return torch.stack(images), torch.tensor(labels)
+def _stack(dataset):
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
 def test_builtin_datasets_are_registered():
     assert {"mnist5k", "fake", "mnist", "cifar10", "imagefolder"} <= set(available_datasets())
+    assert available_datasets("mnist*") == ["mnist", "mnist5k"]
     assert dataset_options("fake")["size"] == 256
 
 

@@ -15,7 +15,9 @@ from mpsctl.errors import DataError
 
 def _write_idx(path, array):
     """MNIST's big-endian IDX format: magic (0, 0, uint8 code 8, ndim), dims, raw bytes."""
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 

@@ -143,7 +143,9 @@ def test_zero_bit_weights_need_per_channel_search() -> None:
 
 
 def test_unknown_key_suggests_the_closest_field() -> None:
-    assert only_problem(search={"epcohs": 3}) == "search.epcohs: unknown key (did you mean 'epochs'?)"
+    assert (
+        only_problem(search={"epcohs": 3}) == "search.epcohs: unknown key (did you mean 'epochs'?)"
+    )
     assert only_problem(serach={}) == "serach: unknown key (did you mean 'search'?)"
     nested = only_problem(search={"temperature": {"strat": 2.0}})
     assert nested == "search.temperature.strat: unknown key (did you mean 'start'?)"
@@ -182,6 +184,14 @@ def test_missing_model_and_model_name() -> None:
         recipe_from_dict({"model": {"num_classes": 10}})
 
 
+def test_allowed_keys_are_listed_once_per_section() -> None:
+    found = problems(finetune={"zzz": 1, "yyy": 2})
+    assert found == [
+        "finetune.zzz: unknown key (allowed: epochs, optimizer)",
+        "finetune.yyy: unknown key (remove it)",
+    ]
+
+
 def test_literal_choices_are_listed() -> None:
     assert only_problem(search={"type": "per_lyer"}) == (
         "search.type: 'per_lyer' is not allowed (per_layer, per_channel)"
@@ -192,7 +202,9 @@ def test_literal_choices_are_listed() -> None:
 
 def test_unknown_cost_name_suggests_a_known_one() -> None:
     message = only_problem(search={"cost": {"param_bit": 1e-6}})
-    assert message.startswith("search.cost.param_bit: unknown cost model (did you mean 'params_bit'?")
+    assert message.startswith(
+        "search.cost.param_bit: unknown cost model (did you mean 'params_bit'?"
+    )
     assert "bitops, ne16, params_bit" in message
 
 

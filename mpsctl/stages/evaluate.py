@@ -1,0 +1,36 @@
+"""`mpsctl eval` and `mpsctl report`: accuracy, per-layer precisions and recomputed costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mpsctl.stages import common, state, summary
+from mpsctl.train import evaluate
+
+
+def run_eval(path: Path) -> dict[str, Any]:
+    ckpt = state.read(path)
+    recipe, net = state.rebuild(ckpt)
+    _, loader = common.val_loader(recipe)
+    metrics = evaluate(net, loader, torch.device("cpu"))
+    return {"checkpoint": str(path), "stage": ckpt["stage"], "metrics": metrics}
+
+
+def run_report(path: Path) -> dict[str, Any]:
+    """Layers and costs recomputed from the model; metrics as the checkpoint recorded them."""
+    ckpt = state.read(path)
+    recipe, net = state.rebuild(ckpt)
+    names = summary.cost_names(recipe.search.cost, net)
+    metrics = {k: v for k, v in ckpt.get("metrics", {}).items() if not isinstance(v, dict)}
+    return {
+        "checkpoint": str(path),
+        "stage": ckpt["stage"],
+        "layers": summary.layer_rows(net),
+        "cost": summary.costs(net, names, hard=True),
+        "layer_costs": summary.per_layer_costs(net, names),
+        "metrics": metrics,
+        "history": ckpt.get("history", []),
+    }

@@ -1,0 +1,65 @@
+"""`mpsctl export`: argmax (or refined) choices → fixed-precision model, 0-bit channels removed.
+
+Before anything is written, the exported model's output must equal the supernet's eval
+output on a validation batch (SPEC §6). The check runs in float64 so that the summation
+order of a smaller convolution cannot flip a quantization code; the float32 difference is
+reported beside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mpsctl.console import Reporter
+from mpsctl.search.supernet import Supernet
+from mpsctl.stages import common, state, summary
+from mpsctl.train import evaluate
+
+RELATIVE_TOLERANCE = 1e-5
+
+
+class ExportMismatchError(RuntimeError):
+    """The exported model does not compute what the supernet computes: a bug, not bad input."""
+
+
+def output_difference(net: Supernet, fixed: Supernet, x: torch.Tensor) -> dict[str, float]:
+    """Max |supernet − exported| on ``x`` in float64 and float32, and the output's scale."""
+    net, fixed = net.eval(), fixed.eval()
+    with torch.no_grad():
+        y32 = net(x)
+        d32 = (y32 - fixed(x)).abs().max().item()
+        ref = net.double()(x.double())
+        d64 = (ref - fixed.double()(x.double())).abs().max().item()
+    net.float()
+    fixed.float()
+    return {"max_abs_diff": d64, "max_abs_diff_float32": d32,
+            "output_scale": ref.abs().max().item()}
+
+
+def run_export(path: Path, reporter: Reporter) -> dict[str, Any]:
+    ckpt = state.read(path, expect=("search", "refine"), command="export")
+    recipe, net = state.rebuild(ckpt)
+    fixed = net.harden()
+    bundle, loader = common.val_loader(recipe)
+    check = output_difference(net, fixed, common.first_batch(loader))
+    if check["max_abs_diff"] > RELATIVE_TOLERANCE * max(check["output_scale"], 1.0):
+        raise ExportMismatchError(
+            f"exported model differs from the supernet by {check['max_abs_diff']:.3g} "
+            "(this is a bug in mpsctl; please report it with the checkpoint)"
+        )
+    reporter.log(f"export check: max |supernet − exported| = {check['max_abs_diff']:.3g} "
+                 f"(float64), {check['max_abs_diff_float32']:.3g} (float32)")
+    metrics = evaluate(fixed, loader, torch.device("cpu"))
+    names = summary.cost_names(recipe.search.cost, fixed)
+    cost = summary.costs(fixed, names, hard=True)
+    data = state.payload("export", recipe, fixed, bundle.input_shape,
+                         metrics=metrics, cost=cost, check=check,
+                         history=ckpt.get("history", []),
+                         search_metrics=ckpt.get("metrics", {}))
+    out = state.write(Path(path).parent / "export.pt", data)
+    return {"checkpoint": str(out), "metrics": metrics, "cost": cost, "check": check,
+            "layers": summary.layer_rows(fixed),
+            "layer_costs": summary.per_layer_costs(fixed, names)}

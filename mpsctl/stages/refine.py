@@ -1,0 +1,98 @@
+"""`mpsctl refine --target ne16`: promote channels where NE16's tiles make that cheaper.
+
+Works on a search (or refine) checkpoint. Each per-channel weight choice is refined as a
+whole, with the latency of every layer that shares it; per-layer choices are left alone.
+The result freezes every choice at the refined assignment (stage ``refine``), which
+export accepts like a search checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mpsctl.console import Reporter
+from mpsctl.cost.ne16 import ne16_layer_cycles
+from mpsctl.errors import UserError
+from mpsctl.refine import channel_counts, refine_channel_assignment
+from mpsctl.search.supernet import Supernet
+from mpsctl.stages import state, summary
+
+TARGETS = ("ne16",)
+
+
+def _input_channels(layer) -> int:
+    """Integer input channels a layer reads at the current assignment."""
+    if layer.cin_source is None:
+        return layer.geometry.cin
+    producer, factor = layer.cin_source
+    if producer.per_channel and producer.can_prune:
+        return int((producer.assignment() != 0).sum()) * factor
+    return (producer.channels or layer.geometry.cin // factor) * factor
+
+
+def layer_cycles(net: Supernet) -> dict[str, int]:
+    """Exact NE16 cycles of every layer at the current (argmax or frozen) assignment."""
+    out = {}
+    for name, layer in net.layers():
+        choice = layer.choice
+        index = choice.assignment()
+        if choice.per_channel:
+            counts = channel_counts(index, choice.bits)
+        else:
+            counts = {choice.bits[int(index)]: layer.geometry.cout}
+        out[name] = ne16_layer_cycles(layer.geometry, counts, _input_channels(layer))
+    return out
+
+
+def refine_supernet(net: Supernet) -> tuple[list[str], list[str]]:
+    """Refine every per-channel choice in place (frozen afterwards); returns refined and
+    left-alone choice names."""
+    members: dict[int, list] = {}
+    for _, layer in net.layers():
+        members.setdefault(id(layer.choice), []).append(layer)
+    refined, skipped = [], []
+    for name, choice in list(net.choices()):
+        if not name.startswith("weight.") or not choice.per_channel:
+            choice.freeze()
+            if name.startswith("weight."):
+                skipped.append(name)
+            continue
+        layers = members.get(id(choice), [])
+        cins = [_input_channels(layer) for layer in layers]
+
+        def latency(counts: dict[int, int], layers=layers, cins=cins) -> int:
+            return sum(ne16_layer_cycles(layer.geometry, counts, cin)
+                       for layer, cin in zip(layers, cins, strict=True))
+
+        before = choice.assignment()
+        logits = choice.alpha.detach() if choice.alpha is not None else _one_hot_logits(choice)
+        after = refine_channel_assignment(before, choice.bits, logits, latency)
+        choice.freeze(after)
+        refined.append(name)
+    return refined, skipped
+
+
+def _one_hot_logits(choice):
+    return choice.one_hot()
+
+
+def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
+    if target not in TARGETS:
+        raise UserError(f"--target: unknown target '{target}' (available: {', '.join(TARGETS)})")
+    ckpt = state.read(path, expect=("search", "refine"), command="refine")
+    recipe, net = state.rebuild(ckpt)
+    before = layer_cycles(net)
+    refined, skipped = refine_supernet(net)
+    after = layer_cycles(net)
+    if skipped:
+        reporter.log(f"per-layer choices left alone: {', '.join(skipped)}")
+    names = summary.cost_names(recipe.search.cost, net)
+    cost = summary.costs(net, names, hard=True)
+    data = state.payload("refine", recipe, net, tuple(ckpt["input_shape"]),
+                         metrics=ckpt.get("metrics", {}), history=ckpt.get("history", []),
+                         cost=cost, refine={"target": target, "before": before, "after": after})
+    out = state.write(Path(path).parent / "refine.pt", data)
+    layers = [{"name": n, "before": before[n], "after": after[n]} for n in before]
+    total = {"before": sum(before.values()), "after": sum(after.values())}
+    return {"checkpoint": str(out), "layers": layers, "total": total, "cost": cost}

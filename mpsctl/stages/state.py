@@ -1,0 +1,82 @@
+"""What every stage checkpoint holds, and how a runnable model is rebuilt from one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mpsctl.checkpoint import load_checkpoint, save_checkpoint
+from mpsctl.errors import CheckpointError
+from mpsctl.recipe import Recipe, recipe_from_dict, recipe_to_dict
+from mpsctl.search.supernet import Supernet
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def payload(
+    stage: str,
+    recipe: Recipe,
+    model: Supernet,
+    input_shape: tuple[int, ...],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The checkpoint contract: stage, resolved recipe, model and architecture state,
+    assignment (per layer / per channel), kept channels, plus stage-specific ``extra``
+    (metrics, history, cost, optimizer and RNG state)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {
+        "stage": stage,
+        "recipe": recipe_to_dict(recipe),
+        "input_shape": list(input_shape),
+        "model_state": state,
+        "assignment": {k: v.cpu() for k, v in model.assignment().items()},
+        "kept_channels": model.kept_channels(),
+        "frozen": all(c.is_fixed for _, c in model.choices()),
+        "sliced": stage in ("export", "finetune"),
+        **extra,
+    }
+
+
+def write(path: Path, data: dict[str, Any]) -> Path:
+    return save_checkpoint(path, data)
+
+
+def read(path: str | Path, expect: tuple[str, ...] | None = None, command: str = "") -> dict:
+    return load_checkpoint(path, expect, command)
+
+
+def rebuild(ckpt: dict[str, Any]) -> tuple[Recipe, Supernet]:
+    """The recipe and the model of a checkpoint, with its saved state loaded (eval mode)."""
+    from mpsctl.stages.build import float_model, supernet_for
+
+    recipe = recipe_from_dict(ckpt["recipe"])
+    shape = tuple(ckpt["input_shape"])
+    net = supernet_for(recipe, float_model(recipe, load_weights=False), shape)
+    assignment = ckpt["assignment"]
+    if ckpt.get("sliced"):
+        net = net.harden(assignment)
+    elif ckpt.get("frozen"):
+        for name, choice in net.choices():
+            choice.freeze(assignment[name])
+    try:
+        net.load_state_dict(ckpt["model_state"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"checkpoint state does not fit the model its recipe builds: {first} "
+            "(was the model's code changed since it was written?)"
+        ) from None
+    return recipe, net.eval()
+
+
+def load_model(path: str | Path) -> Supernet:
+    """``mpsctl.load``: the runnable model of any stage checkpoint, in eval mode."""
+    _, net = rebuild(read(path))
+    return net
