@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,deploy]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +23,9 @@ lint: $(STAMP)
 
 quickstart: $(STAMP)
 	bash scripts/quickstart.sh
+
+quickstart-ne16: $(STAMP)
+	bash scripts/quickstart-ne16.sh
 
 bench: $(STAMP)
 	$(PY) bench/search_overhead.py --model resnet8 --type per_layer

@@ -54,11 +54,14 @@ def _run(action: Callable[[], Any]) -> Any:
         _fail(1, f"{type(exc).__name__}: {exc} (set MPSCTL_DEBUG=1 for the trace-back)")
 
 
-def _emit(result: dict[str, Any], as_json: bool, human: Callable[[dict], None]) -> None:
+def _emit(
+    result: dict[str, Any], as_json: bool, human: Callable[[dict], None], quiet: bool = False
+) -> None:
     if as_json:
         typer.echo(json.dumps(result, default=_jsonable))
         return
-    human(result)
+    if not quiet:
+        human(result)
     if "checkpoint" in result:
         typer.echo(result["checkpoint"])
 
@@ -111,7 +114,7 @@ def search(
     result = _run(action)
     from mpsctl import views
 
-    _emit(result, as_json, views.show_dry_run if dry_run else views.show_search)
+    _emit(result, as_json, views.show_dry_run if dry_run else views.show_search, quiet)
 
 
 @app.command()
@@ -151,7 +154,7 @@ def export(ckpt: CkptArg = None, as_json: JsonOpt = False, quiet: QuietOpt = Fal
     result = _run(action)
     from mpsctl import views
 
-    _emit(result, as_json, views.show_export)
+    _emit(result, as_json, views.show_export, quiet)
 
 
 @app.command()
@@ -173,7 +176,7 @@ def finetune(
     result = _run(action)
     from mpsctl import views
 
-    _emit(result, as_json, views.show_finetune)
+    _emit(result, as_json, views.show_finetune, quiet)
 
 
 @app.command()
@@ -195,7 +198,7 @@ def refine(
     result = _run(action)
     from mpsctl import views
 
-    _emit(result, as_json, views.show_refine)
+    _emit(result, as_json, views.show_refine, quiet)
 
 
 @app.command("eval")

@@ -93,3 +93,23 @@ def show_report(result: dict) -> None:
     out.print(f"cost: {_costs(result['cost'])}")
     if result.get("metrics"):
         out.print(f"metrics: {_metrics(result['metrics'])}")
+    if result.get("lineage"):
+        out.print(lineage_table(result["lineage"]))
+
+
+def lineage_table(lineage: list[dict]) -> Table:
+    """Accuracy and size at each stage of the pipeline that produced a checkpoint."""
+    table = Table(title="pipeline")
+    for col in ("stage", "validation accuracy", "params_bit", "vs fp32"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    base = lineage[0].get("params_bit") or 0
+    for row in lineage:
+        acc = row.get("accuracy")
+        bits = row.get("params_bit")
+        table.add_row(
+            row["stage"],
+            f"{acc:.4f}" if acc is not None else "-",
+            f"{bits:,.0f}" if bits is not None else "-",
+            f"{bits / base:.3f}" if bits and base else "-",
+        )
+    return table

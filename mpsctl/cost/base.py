@@ -60,7 +60,8 @@ def get_cost(name: str) -> LayerCostFn:
     try:
         return _COSTS[name]
     except KeyError:
-        raise KeyError(f"unknown cost model {name!r}; available: {', '.join(available_costs())}") from None
+        known = ", ".join(available_costs())
+        raise KeyError(f"unknown cost model {name!r}; available: {known}") from None
 
 
 def available_costs() -> list[str]:

@@ -32,7 +32,10 @@ def pact_forward(x: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
     s = levels / clip
     if signed:
         return torch.round(torch.maximum(torch.minimum(x, clip), -clip) * s) / s
-    return torch.floor(torch.minimum(x.clamp_min(0), clip) * s + _FLOOR_EPS) / s
+    # The round-off in s·(k/s) grows with the code k: widen the margin above 8 bits so that
+    # re-quantizing a quantized value stays exact (float32 at 16 bits: ulp(65535) ≈ 0.004).
+    eps = _FLOOR_EPS * max(1.0, levels / 255)
+    return torch.floor(torch.minimum(x.clamp_min(0), clip) * s + eps) / s
 
 
 def _clip_masks(x: Tensor, clip: Tensor, signed: bool) -> tuple[Tensor, Tensor, Tensor]:

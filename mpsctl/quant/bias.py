@@ -10,11 +10,19 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _TINY_SCALE = 1e-30
 
 
+def _int32_max(dtype: torch.dtype) -> float:
+    """The largest value of ``dtype`` within int32 (float32 rounds 2^31 - 1 up to 2^31)."""
+    top = torch.tensor(float(INT32_MAX), dtype=dtype)
+    if float(top) > INT32_MAX:
+        top = torch.nextafter(top, torch.zeros_like(top))
+    return float(top)
+
+
 def bias_forward(bias: Tensor, scale: Tensor) -> Tensor:
     """``rne(b / s_b)`` saturated to int32, times ``s_b``; 0 where ``s_b`` is (nearly) 0."""
     live = scale.abs() > _TINY_SCALE
     safe = torch.where(live, scale, torch.ones_like(scale))
-    q = torch.round(bias / safe).clamp(INT32_MIN, INT32_MAX)
+    q = torch.round(bias / safe).clamp(INT32_MIN, _int32_max(bias.dtype))
     return torch.where(live, q * safe, torch.zeros_like(q))
 
 

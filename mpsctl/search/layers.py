@@ -72,6 +72,8 @@ class SearchableLayer(nn.Module):
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
         self.weight_quantizer = weight_quantizer
         self.geometry = geometry
+        #: Output channels before export removed any (for reports).
+        self.original_out_channels = geometry.cout
         self.__dict__["choice"] = None
         self.__dict__["input_slot"] = None
         self.__dict__["cin_source"] = None

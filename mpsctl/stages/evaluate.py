@@ -33,4 +33,5 @@ def run_report(path: Path) -> dict[str, Any]:
         "layer_costs": summary.per_layer_costs(net, names),
         "metrics": metrics,
         "history": ckpt.get("history", []),
+        "lineage": ckpt.get("lineage", []),
     }

@@ -58,7 +58,8 @@ def run_export(path: Path, reporter: Reporter) -> dict[str, Any]:
     data = state.payload("export", recipe, fixed, bundle.input_shape,
                          metrics=metrics, cost=cost, check=check,
                          history=ckpt.get("history", []),
-                         search_metrics=ckpt.get("metrics", {}))
+                         search_metrics=ckpt.get("metrics", {}),
+                         lineage=state.extend_lineage(ckpt, "export", metrics, cost))
     out = state.write(Path(path).parent / "export.pt", data)
     return {"checkpoint": str(out), "metrics": metrics, "cost": cost, "check": check,
             "layers": summary.layer_rows(fixed),

@@ -53,7 +53,9 @@ def run_finetune(path: Path, overrides: list[str], reporter: Reporter) -> dict[s
     cost = summary.costs(net, names, hard=True)
     metrics = {**best, "best_epoch": best_epoch}
     data = state.payload("finetune", recipe, net, bundle.input_shape, metrics=metrics,
-                         cost=cost, history=history, finetune_history=history)
+                         cost=cost, history=ckpt.get("history", []),
+                         finetune_history=history,
+                         lineage=state.extend_lineage(ckpt, "finetune", metrics, cost))
     out = state.write(Path(path).parent / "finetune.pt", data)
     return {"checkpoint": str(out), "metrics": metrics, "cost": cost,
             "layers": summary.layer_rows(net)}

@@ -91,7 +91,8 @@ def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
     cost = summary.costs(net, names, hard=True)
     data = state.payload("refine", recipe, net, tuple(ckpt["input_shape"]),
                          metrics=ckpt.get("metrics", {}), history=ckpt.get("history", []),
-                         cost=cost, refine={"target": target, "before": before, "after": after})
+                         cost=cost, refine={"target": target, "before": before, "after": after},
+                         lineage=state.extend_lineage(ckpt, "refine", {}, cost))
     out = state.write(Path(path).parent / "refine.pt", data)
     layers = [{"name": n, "before": before[n], "after": after[n]} for n in before]
     total = {"before": sum(before.values()), "after": sum(after.values())}

@@ -83,8 +83,14 @@ def run_search(recipe: Recipe, reporter: Reporter) -> dict[str, Any]:
     hard = summary.costs(net, names, hard=True)
     metrics = {"fp32_accuracy": fp32["accuracy"], **(history[-1] if history else {})}
     metrics.pop("cost", None)
+    fp32_bits = 32 * sum(layer.weight.numel() for _, layer in net.layers())
+    lineage = [
+        {"stage": "fp32", "accuracy": fp32["accuracy"], "params_bit": float(fp32_bits)},
+        {"stage": "search", "accuracy": metrics.get("accuracy"),
+         "params_bit": hard["params_bit"]},
+    ]
     data = state.payload("search", recipe, net, bundle.input_shape,
-                         metrics=metrics, history=history, cost=hard,
+                         metrics=metrics, history=history, cost=hard, lineage=lineage,
                          temperature=_temperature(recipe, len(history)))
     path = state.write(run_dir / "search.pt", data)
     dump_recipe_yaml(recipe, run_dir / "recipe.yaml")

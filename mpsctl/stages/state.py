@@ -44,6 +44,17 @@ def payload(
     }
 
 
+def extend_lineage(
+    ckpt: dict[str, Any], stage: str, metrics: dict[str, Any], cost: dict[str, float]
+) -> list[dict[str, Any]]:
+    """The pipeline so far (fp32 → search → … ) plus this stage's accuracy and size."""
+    return [*ckpt.get("lineage", []), {
+        "stage": stage,
+        "accuracy": metrics.get("accuracy"),
+        "params_bit": cost.get("params_bit"),
+    }]
+
+
 def write(path: Path, data: dict[str, Any]) -> Path:
     return save_checkpoint(path, data)
 

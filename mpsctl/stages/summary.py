@@ -53,7 +53,7 @@ def layer_rows(net: Supernet, candidates: bool = False) -> list[dict[str, Any]]:
             "a_bits": a_bits,
             "in_channels": cin,
             "out_channels": cout,
-            "total_out_channels": g.cout if candidates else choice.channels or g.cout,
+            "total_out_channels": layer.original_out_channels,
             "ne16": ne16_supported(g),
         })
     return rows

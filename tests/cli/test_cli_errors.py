@@ -1,0 +1,74 @@
+"""Bad input: one line naming the field and the fix, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import write_recipe
+
+BAD_OVERRIDES = [
+    (["search.act_bits=[0,8]"], "search.act_bits"),
+    (["search.type=per_layer"], "search.weight_bits"),
+    (["search.weight_bits=[2,4,4]"], "search.weight_bits[2]"),
+    (["search.epcohs=2"], "did you mean 'epochs'"),
+    (["search.epochs=two"], "search.epochs"),
+    (["search.cost.latency=1"], "search.cost"),
+    (["model.name=nosuchnet"], "model.name"),
+    (["model.name=nosuchpkg.mod:factory"], "model.name"),
+    (["data.name=imagenet"], "data.name"),
+    (["search.cost.ne16=1e-6", "search.act_bits=[4,8]"], "ne16"),
+    (["search.temperature.mode=frozen"], "search.temperature.mode"),
+    (["searchepochs"], "searchepochs"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "named"), BAD_OVERRIDES)
+def test_bad_override_is_one_line_exit_2_and_nothing_written(cli, recipe, overrides, named):
+    result = cli("search", recipe, *overrides)
+    assert result.exit_code == 2, result.stderr
+    assert named in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not (cli.root / "runs").exists()
+
+
+def test_missing_recipe_and_yaml_syntax_error(cli, tmp_path):
+    missing = cli("search", tmp_path / "absent.yaml")
+    assert missing.exit_code == 2 and "absent.yaml" in missing.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nmodel: {name: mnist_cnn\n")
+    result = cli("search", broken)
+    assert result.exit_code == 2 and "line" in result.stderr
+
+
+def test_stage_order_errors_name_the_command_to_run_first(cli, recipe):
+    search_ckpt = cli.json("search", recipe)["checkpoint"]
+    finetune = cli("finetune", search_ckpt)
+    assert finetune.exit_code == 2 and "mpsctl export" in finetune.stderr
+    export_ckpt = cli.json("export", search_ckpt)["checkpoint"]
+    again = cli("export", export_ckpt)
+    assert again.exit_code == 2 and "mpsctl search" in again.stderr
+    refine = cli("refine", export_ckpt)
+    assert refine.exit_code == 2 and "mpsctl search" in refine.stderr
+
+
+def test_foreign_checkpoint_is_refused(cli, tmp_path):
+    import torch
+
+    foreign = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(2)}, foreign)
+    result = cli("export", foreign)
+    assert result.exit_code == 2 and "not an mpsctl checkpoint" in result.stderr
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    recipe = write_recipe(tmp_path, search={"weight_bits": [0, 2], "type": "per_layer"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mpsctl", "search", str(recipe)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: search.weight_bits")

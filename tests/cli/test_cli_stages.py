@@ -1,0 +1,81 @@
+"""search → (refine) → export → finetune → eval/report on tiny fake data."""
+
+from __future__ import annotations
+
+import torch
+from conftest import write_recipe
+
+import mpsctl
+
+
+def _report_params_bit(report: dict) -> float:
+    total = 0
+    for row in report["layers"]:
+        k = 9 if row["type"] == "Conv2d" else 1
+        bits = row["w_bits"]
+        per_channel = bits if isinstance(bits, list) else [bits] * row["out_channels"]
+        total += k * row["in_channels"] * sum(per_channel)
+    return total
+
+
+def test_export_finetune_eval_report_chain(cli, recipe):
+    search = cli.json("search", recipe)
+    export = cli.json("export", search["checkpoint"])
+    assert export["check"]["max_abs_diff"] <= 1e-5 * max(export["check"]["output_scale"], 1)
+    # hard cost of the search equals the cost of the exported model, exactly
+    assert export["cost"]["params_bit"] == search["cost"]["params_bit"]
+    finetune = cli.json("finetune", export["checkpoint"], "finetune.epochs=1")
+    assert finetune["metrics"]["accuracy"] >= export["metrics"]["accuracy"]
+    evaluated = cli.json("eval", finetune["checkpoint"])
+    assert evaluated["metrics"]["accuracy"] == finetune["metrics"]["accuracy"]
+    report = cli.json("report", finetune["checkpoint"])
+    assert report["stage"] == "finetune"
+    assert report["cost"]["params_bit"] == _report_params_bit(report)
+    assert 0 <= report["metrics"]["accuracy"] <= 1
+    assert [row["stage"] for row in report["lineage"]] == ["fp32", "search", "export",
+                                                           "finetune"]
+
+
+def test_export_removes_pruned_channels(cli, tmp_path):
+    path = write_recipe(tmp_path, search={"cost": {"params_bit": 1.0}, "epochs": 2,
+                                          "arch_optimizer": {"name": "adam", "lr": 0.5}})
+    search = cli.json("search", path)
+    export = cli.json("export", search["checkpoint"])
+    rows = {row["name"]: row for row in export["layers"]}
+    pruned = [r for r in rows.values() if r["out_channels"] < r["total_out_channels"]]
+    assert pruned, "a huge size strength must prune channels"
+    net = mpsctl.load(export["checkpoint"])
+    layers = dict(net.layers())
+    for name, row in rows.items():
+        assert layers[name].weight.shape[0] == row["out_channels"]
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_newest_checkpoint_is_used_when_none_given(cli, tmp_path):
+    cli.json("search", write_recipe(tmp_path))
+    result = cli("export")
+    assert result.exit_code == 0, result.stderr
+    assert "search.pt" in result.stderr
+    assert result.stdout.strip().endswith("export.pt")
+
+
+def test_refine_then_export_and_finetune(cli, tmp_path):
+    path = write_recipe(tmp_path, search={"cost": {"ne16": 1.0e-5}})
+    search = cli.json("search", path)
+    refine = cli.json("refine", search["checkpoint"], "--target", "ne16")
+    assert refine["total"]["after"] <= refine["total"]["before"]
+    assert all(r["after"] <= r["before"] for r in refine["layers"])
+    twice = cli.json("refine", refine["checkpoint"])
+    assert twice["total"]["after"] == refine["total"]["after"]
+    export = cli.json("export", refine["checkpoint"])
+    assert export["cost"]["ne16"] == refine["total"]["after"]
+    cli.json("finetune", export["checkpoint"])
+
+
+def test_plain_qat_single_precision(cli, tmp_path):
+    path = write_recipe(tmp_path, search={"type": "per_layer", "weight_bits": [8],
+                                          "act_bits": [8], "cost": {}})
+    search = cli.json("search", path)
+    export = cli.json("export", search["checkpoint"])
+    assert export["check"]["max_abs_diff"] == 0.0
+    assert all(row["w_bits"] == 8 and row["a_bits"] == 8 for row in export["layers"])
