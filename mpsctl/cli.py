@@ -26,6 +26,9 @@ app = typer.Typer(
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs.")]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue from the run's last.pt.")
+]
 CkptArg = Annotated[
     str | None, typer.Argument(help="Checkpoint; default: the newest under ./runs.")
 ]
@@ -38,12 +41,14 @@ def _fail(code: int, message: str) -> None:
 
 def _run(action: Callable[[], Any]) -> Any:
     """Run a stage, mapping bad input to exit 2 and other failures to exit 1 (one line)."""
-    from mpsctl.errors import UserError
+    from mpsctl.errors import Interrupted, UserError
 
     try:
         return action()
     except UserError as exc:
         _fail(2, str(exc))
+    except Interrupted as exc:
+        _fail(130, f"{exc}; resume with the same command and --resume")
     except KeyboardInterrupt:
         _fail(130, "interrupted")
     except typer.Exit:
@@ -96,6 +101,7 @@ def search(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show layers and costs only.")] = False,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -109,7 +115,7 @@ def search(
         loaded = load_recipe(recipe, overrides or [])
         if dry_run:
             return do_dry_run(loaded)
-        return run_search(loaded, _reporter(quiet, as_json))
+        return run_search(loaded, _reporter(quiet, as_json), resume=resume)
 
     result = _run(action)
     from mpsctl import views
@@ -160,6 +166,7 @@ def export(ckpt: CkptArg = None, as_json: JsonOpt = False, quiet: QuietOpt = Fal
 @app.command()
 def finetune(
     args: Annotated[list[str] | None, typer.Argument(help="[CKPT] [key=value ...]")] = None,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -171,7 +178,7 @@ def finetune(
         from mpsctl.stages.finetune import run_finetune
 
         reporter = _reporter(quiet, as_json)
-        return run_finetune(pick_checkpoint(path, reporter), overrides, reporter)
+        return run_finetune(pick_checkpoint(path, reporter), overrides, reporter, resume)
 
     result = _run(action)
     from mpsctl import views

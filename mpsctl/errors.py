@@ -23,3 +23,7 @@ class DataError(UserError):
 
 class ConversionError(UserError):
     """The model cannot be turned into a supernet (untraceable, unsupported layer or op)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the current step finished and the state was saved; the CLI exits 130."""

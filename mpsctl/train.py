@@ -40,6 +40,32 @@ class EpochStats:
     task_loss: float
     accuracy: float
     costs: dict[str, float] = field(default_factory=dict)
+    #: Steps run so far in this epoch, and whether a stop request cut the epoch short.
+    steps: int = 0
+    interrupted: bool = False
+
+
+@dataclass
+class EpochTotals:
+    """Running sums of an epoch, kept so an interrupted epoch can resume exactly."""
+
+    loss: float = 0.0
+    task: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    steps: int = 0
+    costs: dict[str, float] = field(default_factory=dict)
+
+    def stats(self, interrupted: bool = False) -> EpochStats:
+        seen = max(self.seen, 1)
+        return EpochStats(
+            loss=self.loss / seen,
+            task_loss=self.task / seen,
+            accuracy=self.correct / seen,
+            costs={k: v / max(self.steps, 1) for k, v in self.costs.items()},
+            steps=self.steps,
+            interrupted=interrupted,
+        )
 
 
 def make_optimizer(
@@ -97,15 +123,24 @@ def train_epoch(
     cost_fn: Callable[[str], Tensor] | None = None,
     schedules: list[StepSchedule] | None = None,
     on_step: StepCallback | None = None,
-) -> EpochStats:
-    """One pass over ``loader``; ``cost_fn(name)`` gives the differentiable cost ``name``."""
+    totals: EpochTotals | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[EpochStats, EpochTotals]:
+    """One pass over ``loader``; ``cost_fn(name)`` gives the differentiable cost ``name``.
+
+    ``totals`` resumes an interrupted epoch: its first ``totals.steps`` batches are skipped
+    (the loader must replay the same order). ``stop()`` is checked after every step; when
+    it returns True the epoch ends early with ``interrupted`` set.
+    """
     model.train()
     cost_strengths = dict(cost_strengths or {})
-    total_loss = total_task = 0.0
-    correct = seen = 0
-    cost_sums = dict.fromkeys(cost_strengths, 0.0)
-    steps = 0
+    totals = totals if totals is not None else EpochTotals()
+    for name in cost_strengths:
+        totals.costs.setdefault(name, 0.0)
+    skip = totals.steps
     for step, (x, y) in enumerate(loader):
+        if step < skip:
+            continue
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
@@ -115,7 +150,7 @@ def train_epoch(
         for name, strength in cost_strengths.items():
             value = cost_fn(name)
             _check_finite(value, f"cost '{name}'", epoch, step)
-            cost_sums[name] += float(value.detach())
+            totals.costs[name] += float(value.detach())
             loss = loss + strength * value
         _check_finite(loss, "the loss", epoch, step)
         loss.backward()
@@ -125,23 +160,19 @@ def train_epoch(
             if schedule.per_step:
                 schedule.scheduler.step()
         n = y.numel()
-        total_loss += float(loss.detach()) * n
-        total_task += float(task.detach()) * n
-        correct += int((out.detach().argmax(1) == y).sum())
-        seen += n
-        steps += 1
+        totals.loss += float(loss.detach()) * n
+        totals.task += float(task.detach()) * n
+        totals.correct += int((out.detach().argmax(1) == y).sum())
+        totals.seen += n
+        totals.steps += 1
         if on_step is not None:
             on_step(step, float(loss.detach()))
+        if stop is not None and stop():
+            return totals.stats(interrupted=True), totals
     for schedule in schedules or []:
         if not schedule.per_step:
             schedule.scheduler.step()
-    seen = max(seen, 1)
-    return EpochStats(
-        loss=total_loss / seen,
-        task_loss=total_task / seen,
-        accuracy=correct / seen,
-        costs={k: v / max(steps, 1) for k, v in cost_sums.items()},
-    )
+    return totals.stats(), totals
 
 
 @torch.no_grad()

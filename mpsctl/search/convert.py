@@ -278,9 +278,9 @@ class _Converter:
         blocked = {weights.find(n) for n in no_prune if n in weights.parent}
 
         choices = self._make_weight_choices(weights, layer_nodes, add_nodes, blocked)
-        slot_modules = self._make_slots(slots, owners, pre_quantized)
+        slot_modules, pre_slots = self._make_slots(slots, owners, pre_quantized)
         self._replace_layers(layer_nodes, weights, choices)
-        self._insert_slots(slots, owners, pre_quantized, slot_modules)
+        self._insert_slots(slots, owners, pre_quantized, slot_modules, pre_slots)
         self._attach(layer_nodes, weights, choices)
         graph.lint()
         self.gm.recompile()
@@ -349,6 +349,7 @@ class _Converter:
 
     def _make_slots(self, slots, owners, pre_quantized):
         modules: dict[fx.Node, ActivationSlot] = {}
+        pre: dict[fx.Node, ActivationSlot] = {}
         for leader, members in slots.groups(owners).items():
             bits = self._agreed_bits(
                 [_NameOnly("input") if m.op == "placeholder" else m for m in members],
@@ -359,8 +360,10 @@ class _Converter:
         for n in pre_quantized:
             bits, _ = self.space.act_bits_for(f"{n.target}.input")
             signed = not self._relu_upstream(n.args[0])
-            modules[n] = self._slot(n, bits, signed, pre=True)
-        return modules
+            # Separate from ``modules``: a layer can lead its output slot and also need one
+            # before its input (e.g. after an average pool); the two must not collide.
+            pre[n] = self._slot(n, bits, signed, pre=True)
+        return modules, pre
 
     def _slot(self, node: fx.Node, bits, signed: bool, pre: bool = False) -> ActivationSlot:
         is_input = node.op == "placeholder"
@@ -425,7 +428,7 @@ class _Converter:
             return "input" if single else f"input_{leader.name}"
         return self._key(leader)
 
-    def _insert_slots(self, slots, owners, pre_quantized, slot_modules) -> None:
+    def _insert_slots(self, slots, owners, pre_quantized, slot_modules, pre_slots) -> None:
         graph = self.gm.graph
         self.gm.act_quants = nn.ModuleDict()
         for n in owners:
@@ -438,7 +441,7 @@ class _Converter:
             n.replace_all_uses_with(q, delete_user_cb=lambda user, q=q: user is not q)
         for n in pre_quantized:
             key = self._key(n) + "_input"
-            self.gm.act_quants[key] = slot_modules[n]
+            self.gm.act_quants[key] = pre_slots[n]
             with graph.inserting_before(n):
                 q = graph.call_module(f"act_quants.{key}", (n.args[0],))
             n.args = (q,) + tuple(n.args[1:])

@@ -2,7 +2,7 @@
 
 Weights and learned clips keep training at the fixed precisions; the checkpoint keeps the
 best validation accuracy seen, the starting model included, so fine-tuning never hands back
-a worse model than it was given.
+a worse model than it was given. `last.pt` is saved every epoch; `--resume` continues.
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from mpsctl.console import Reporter
+from mpsctl.errors import CheckpointError
 from mpsctl.recipe import recipe_from_dict
 from mpsctl.stages import build, state, summary
+from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
 from mpsctl.stages.search import optimizer_for
-from mpsctl.train import evaluate, train_epoch
+from mpsctl.train import evaluate
 
 
-def run_finetune(path: Path, overrides: list[str], reporter: Reporter) -> dict[str, Any]:
+def run_finetune(
+    path: Path, overrides: list[str], reporter: Reporter, resume: bool = False
+) -> dict[str, Any]:
     ckpt = state.read(path, expect=("export", "refine"), command="finetune")
     _, net = state.rebuild(ckpt)
     if ckpt["stage"] == "refine":
@@ -28,30 +32,48 @@ def run_finetune(path: Path, overrides: list[str], reporter: Reporter) -> dict[s
     device = build.resolve_device(recipe.device)
     bundle = build.datasets(recipe)
     loaders = build.loaders(recipe, bundle)
+    last = Path(path).parent / "last.pt"
+    saved = _resume_state(last) if resume else None
+    if saved is not None:
+        net.load_state_dict(saved["model_state"])
     net.to(device)
     f = recipe.finetune
     opt, schedule = optimizer_for(net.parameters(), f.optimizer, f.epochs, len(loaders.train))
-    best = evaluate(net, loaders.val, device)
-    best_state = copy.deepcopy(net.state_dict())
-    best_epoch = 0
-    reporter.log(f"before fine-tuning: validation accuracy {best['accuracy']:.4f}")
-    history = []
-    for epoch in range(f.epochs):
-        with reporter.progress(f"finetune {epoch + 1}/{f.epochs}", len(loaders.train)) as adv:
-            stats = train_epoch(net, loaders.train, [opt], device, epoch,
-                                schedules=[schedule] if schedule else None, on_step=adv)
+    if saved is None:
+        best = {**evaluate(net, loaders.val, device), "epoch": 0}
+        best_state = copy.deepcopy(net.state_dict())
+        reporter.log(f"before fine-tuning: validation accuracy {best['accuracy']:.4f}")
+    else:
+        best, best_state = saved["best"], saved["best_state"]
+        reporter.log(f"resuming the fine-tuning at epoch {saved['epoch'] + 1}")
+
+    def after_epoch(epoch: int, stats) -> dict[str, Any]:
+        nonlocal best, best_state
         val = evaluate(net, loaders.val, device)
-        history.append({"epoch": epoch + 1, "train_loss": stats.loss, **val})
         reporter.log(f"finetune epoch {epoch + 1}/{f.epochs}: loss {stats.loss:.4f}, "
                      f"validation accuracy {val['accuracy']:.4f}")
         if val["accuracy"] > best["accuracy"]:
-            best, best_epoch = val, epoch + 1
+            best = {**val, "epoch": epoch + 1}
             best_state = copy.deepcopy(net.state_dict())
+        return {"epoch": epoch + 1, "train_loss": stats.loss, **val}
+
+    def save(loop_state: dict) -> None:
+        data = state.payload("finetune", recipe, net, bundle.input_shape, best=best,
+                             best_state={k: v.detach().cpu() for k, v in best_state.items()},
+                             **loop_state)
+        state.write(last, data)
+
+    loop = EpochLoop("finetune", net, loaders.train, [opt], [schedule] if schedule else [],
+                     device, reporter, f.epochs, save=save, after_epoch=after_epoch)
+    position = loop.load(saved) if saved is not None else LoopPosition()
+    stop = StopFlag()
+    with sigint_stops(stop):
+        history = loop.run(position, stop)
     net.load_state_dict(best_state)
     net.cpu().eval()
     names = summary.cost_names(recipe.search.cost, net)
     cost = summary.costs(net, names, hard=True)
-    metrics = {**best, "best_epoch": best_epoch}
+    metrics = {"accuracy": best["accuracy"], "loss": best["loss"], "best_epoch": best["epoch"]}
     data = state.payload("finetune", recipe, net, bundle.input_shape, metrics=metrics,
                          cost=cost, history=ckpt.get("history", []),
                          finetune_history=history,
@@ -59,3 +81,14 @@ def run_finetune(path: Path, overrides: list[str], reporter: Reporter) -> dict[s
     out = state.write(Path(path).parent / "finetune.pt", data)
     return {"checkpoint": str(out), "metrics": metrics, "cost": cost,
             "layers": summary.layer_rows(net)}
+
+
+def _resume_state(last: Path) -> dict[str, Any]:
+    if not last.exists():
+        raise CheckpointError(f"--resume: no {last} to resume from (run without --resume)")
+    saved = state.read(last)
+    if saved["stage"] != "finetune" or "best_state" not in saved:
+        raise CheckpointError(
+            f"--resume: {last} belongs to `mpsctl {saved['stage']}`, not `mpsctl finetune`"
+        )
+    return saved

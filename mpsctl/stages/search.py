@@ -1,4 +1,7 @@
-"""`mpsctl search`: optional fp32 warm-up, then the supernet search, then `search.pt`."""
+"""`mpsctl search`: optional fp32 warm-up, then the supernet search, then `search.pt`.
+
+Both phases save `last.pt` after every epoch (and on Ctrl-C); `--resume` continues from it.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,20 @@ from typing import Any
 import torch
 
 from mpsctl.console import Reporter
-from mpsctl.recipe import Recipe, dump_recipe_yaml
+from mpsctl.errors import CheckpointError, RecipeError
+from mpsctl.recipe import Recipe, dump_recipe_yaml, recipe_diff, recipe_to_dict
 from mpsctl.recipe.schema import OptimizerConfig
 from mpsctl.search.supernet import Supernet
 from mpsctl.stages import build, state, summary
-from mpsctl.train import (
-    StepSchedule,
-    evaluate,
-    make_optimizer,
-    make_schedule,
-    temperature_at,
-    train_epoch,
+from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
+from mpsctl.train import evaluate, make_optimizer, make_schedule, temperature_at
+
+#: Recipe keys that, changed, make a saved run impossible to continue.
+RESUME_KEYS = (
+    "model", "data.name", "data.shape", "data.num_classes", "data.image_size",
+    "search.type", "search.weight_bits", "search.act_bits", "search.layers", "search.exclude",
+    "search.weight_quantizer", "search.act_quantizer", "search.min_channels",
+    "search.compensate", "search.input_signed",
 )
 
 
@@ -30,18 +36,6 @@ def optimizer_for(params, config: OptimizerConfig, epochs: int, steps: int):
         s = config.schedule
         schedule = make_schedule(opt, s.name, epochs, steps, s.step_size, s.gamma, s.max_lr)
     return opt, schedule
-
-
-def _warmup(recipe: Recipe, model, loaders, device, reporter: Reporter) -> None:
-    epochs = recipe.warmup.epochs
-    opt, schedule = optimizer_for(model.parameters(), recipe.warmup.optimizer, epochs,
-                                  len(loaders.train))
-    for epoch in range(epochs):
-        with reporter.progress(f"warm-up {epoch + 1}/{epochs}", len(loaders.train)) as advance:
-            stats = train_epoch(model, loaders.train, [opt], device, epoch,
-                                schedules=[schedule] if schedule else None, on_step=advance)
-        reporter.log(f"warm-up epoch {epoch + 1}/{epochs}: loss {stats.loss:.4f}, "
-                     f"train accuracy {stats.accuracy:.4f}")
 
 
 def dry_run(recipe: Recipe) -> dict[str, Any]:
@@ -61,23 +55,139 @@ def dry_run(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def run_search(recipe: Recipe, reporter: Reporter) -> dict[str, Any]:
+def load_resume_state(recipe: Recipe, phase_stage: str) -> dict[str, Any]:
+    """The run's ``last.pt``, refused when missing or when the recipe changed what it built."""
+    path = recipe.run_dir / "last.pt"
+    if not path.exists():
+        raise CheckpointError(
+            f"--resume: no {path} to resume from (run without --resume to start)"
+        )
+    saved = state.read(path, allow_partial=True)
+    if saved["stage"] != phase_stage:
+        raise CheckpointError(
+            f"--resume: {path} belongs to `mpsctl {saved['stage']}`, not `mpsctl {phase_stage}`"
+        )
+    changed = recipe_diff(saved["recipe"], recipe_to_dict(recipe), RESUME_KEYS)
+    if changed:
+        raise RecipeError(
+            f"--resume: the recipe changed {', '.join(changed)} since {path} was written "
+            "(restore them, or start a new run without --resume)"
+        )
+    return saved
+
+
+def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict[str, Any]:
     """Run warm-up and search; write ``<run_dir>/search.pt``; return the summary."""
+    saved = load_resume_state(recipe, "search") if resume else None
     build.seed_everything(recipe.seed)
     device = build.resolve_device(recipe.device)
     bundle = build.datasets(recipe)
-    model = build.float_model(recipe)
+    model = build.float_model(recipe, load_weights=saved is None)
     build.check_classes(model, bundle.input_shape, bundle.num_classes)
     loaders = build.loaders(recipe, bundle)
-    model.to(device)
-    if recipe.warmup.epochs:
-        _warmup(recipe, model, loaders, device, reporter)
-    fp32 = evaluate(model, loaders.val, device)
-    reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
+    last = recipe.run_dir / "last.pt"
+    stop = StopFlag()
+    with sigint_stops(stop):
+        if saved is None or saved["phase"] == "warmup":
+            model.to(device)
+            _warmup(recipe, model, loaders, device, reporter, stop, saved, last)
+            fp32 = evaluate(model, loaders.val, device)
+            reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
+            net = build.supernet_for(recipe, model.cpu(), bundle.input_shape).to(device)
+            position, saved_search = LoopPosition(), None
+        else:
+            fp32 = saved["fp32"]
+            net = build.supernet_for(recipe, model, bundle.input_shape)
+            net.load_state_dict(saved["model_state"])
+            net.to(device)
+            saved_search = saved
+            reporter.log(f"resuming the search at epoch {saved['epoch'] + 1}")
+        history = _search(recipe, net, loaders, device, reporter, stop, saved_search, last,
+                          bundle.input_shape, fp32)
+    return _finish(recipe, net.cpu(), bundle.input_shape, fp32, history)
 
-    net = build.supernet_for(recipe, model.cpu(), bundle.input_shape).to(device)
-    history = search_epochs(recipe, net, loaders, device, reporter)
 
+def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None:
+    epochs = recipe.warmup.epochs
+    opt, schedule = optimizer_for(model.parameters(), recipe.warmup.optimizer, epochs,
+                                  len(loaders.train))
+
+    def after_epoch(epoch: int, stats) -> dict[str, Any]:
+        reporter.log(f"warm-up epoch {epoch + 1}/{epochs}: loss {stats.loss:.4f}, "
+                     f"train accuracy {stats.accuracy:.4f}")
+        return {"epoch": epoch + 1, "train_loss": stats.loss, "train_accuracy": stats.accuracy}
+
+    loop = EpochLoop(
+        "warmup", model, loaders.train, [opt], [schedule] if schedule else [], device,
+        reporter, epochs, save=lambda s: _save_warmup(recipe, model, s, last),
+        after_epoch=after_epoch,
+    )
+    position = LoopPosition()
+    if saved is not None:
+        model.load_state_dict(saved["model_state"])
+        position = loop.load(saved)
+        reporter.log(f"resuming the warm-up at epoch {position.epoch + 1}")
+    loop.run(position, stop)
+
+
+def _save_warmup(recipe: Recipe, model, loop_state: dict, path: Path) -> None:
+    data = {
+        "stage": "search",
+        "recipe": recipe_to_dict(recipe),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **loop_state,
+    }
+    state.write(path, data)
+
+
+def _temperature(recipe: Recipe, epoch: int) -> float:
+    t = recipe.search.temperature
+    return temperature_at(epoch, t.start, t.decay, t.min)
+
+
+def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last, shape, fp32):
+    """Joint training of weights and architecture, evaluating the argmax model each epoch."""
+    s = recipe.search
+    steps = len(loaders.train)
+    opt_w, sched_w = optimizer_for(net.weight_parameters(), s.optimizer, s.epochs, steps)
+    opt_a, sched_a = optimizer_for(net.arch_parameters(), s.arch_optimizer, s.epochs, steps)
+    net.set_mode(s.temperature.mode)
+    names = summary.cost_names(s.cost, net)
+
+    def before_epoch(epoch: int) -> None:
+        net.set_temperature(_temperature(recipe, epoch))
+
+    def after_epoch(epoch: int, stats) -> dict[str, Any]:
+        argmax = evaluate(net, loaders.val, device)
+        soft = evaluate_soft(net, loaders.val, device)
+        hard = summary.costs(net, names, hard=True)
+        temperature = _temperature(recipe, epoch)
+        cost_text = ", ".join(f"{k} {v:,.0f}" for k, v in hard.items())
+        reporter.log(
+            f"search epoch {epoch + 1}/{s.epochs}: T {temperature:.3f}, loss {stats.loss:.4f}, "
+            f"soft acc {soft['accuracy']:.4f}, argmax acc {argmax['accuracy']:.4f}, {cost_text}"
+        )
+        return {
+            "epoch": epoch + 1, "temperature": temperature, "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy, "soft_accuracy": soft["accuracy"],
+            "accuracy": argmax["accuracy"], "val_loss": argmax["loss"], "cost": hard,
+        }
+
+    def save(loop_state: dict) -> None:
+        data = state.payload("search", recipe, net, shape, fp32=fp32, **loop_state)
+        state.write(last, data)
+
+    loop = EpochLoop(
+        "search", net, loaders.train, [opt_w, opt_a],
+        [x for x in (sched_w, sched_a) if x is not None], device, reporter, s.epochs,
+        save=save, after_epoch=after_epoch, before_epoch=before_epoch,
+        cost_strengths=dict(s.cost), cost_fn=net.cost,
+    )
+    position = loop.load(saved) if saved is not None else LoopPosition()
+    return loop.run(position, stop)
+
+
+def _finish(recipe: Recipe, net: Supernet, shape, fp32: dict, history: list) -> dict[str, Any]:
     run_dir = recipe.run_dir
     names = summary.cost_names(recipe.search.cost, net)
     hard = summary.costs(net, names, hard=True)
@@ -89,58 +199,13 @@ def run_search(recipe: Recipe, reporter: Reporter) -> dict[str, Any]:
         {"stage": "search", "accuracy": metrics.get("accuracy"),
          "params_bit": hard["params_bit"]},
     ]
-    data = state.payload("search", recipe, net, bundle.input_shape,
-                         metrics=metrics, history=history, cost=hard, lineage=lineage,
+    data = state.payload("search", recipe, net, shape, metrics=metrics, history=history,
+                         cost=hard, lineage=lineage, fp32=fp32,
                          temperature=_temperature(recipe, len(history)))
     path = state.write(run_dir / "search.pt", data)
     dump_recipe_yaml(recipe, run_dir / "recipe.yaml")
     return {"checkpoint": str(path), "metrics": metrics, "cost": hard,
             "layers": summary.layer_rows(net)}
-
-
-def _temperature(recipe: Recipe, epoch: int) -> float:
-    t = recipe.search.temperature
-    return temperature_at(epoch, t.start, t.decay, t.min)
-
-
-def search_epochs(
-    recipe: Recipe, net: Supernet, loaders, device: torch.device, reporter: Reporter
-) -> list[dict[str, Any]]:
-    """Joint training of weights and architecture, evaluating the argmax model each epoch."""
-    s = recipe.search
-    steps = len(loaders.train)
-    opt_w, sched_w = optimizer_for(net.weight_parameters(), s.optimizer, s.epochs, steps)
-    opt_a, sched_a = optimizer_for(net.arch_parameters(), s.arch_optimizer, s.epochs, steps)
-    schedules: list[StepSchedule] = [x for x in (sched_w, sched_a) if x is not None]
-    net.set_mode(s.temperature.mode)
-    names = summary.cost_names(s.cost, net)
-    history = []
-    for epoch in range(s.epochs):
-        temperature = _temperature(recipe, epoch)
-        net.set_temperature(temperature)
-        with reporter.progress(f"search {epoch + 1}/{s.epochs}", steps) as advance:
-            stats = train_epoch(net, loaders.train, [opt_w, opt_a], device, epoch,
-                                s.cost, net.cost, schedules, advance)
-        argmax = evaluate(net, loaders.val, device)
-        soft = evaluate_soft(net, loaders.val, device)
-        hard = summary.costs(net, names, hard=True)
-        row = {
-            "epoch": epoch + 1,
-            "temperature": temperature,
-            "train_loss": stats.loss,
-            "train_accuracy": stats.accuracy,
-            "soft_accuracy": soft["accuracy"],
-            "accuracy": argmax["accuracy"],
-            "val_loss": argmax["loss"],
-            "cost": hard,
-        }
-        history.append(row)
-        cost_text = ", ".join(f"{k} {v:,.0f}" for k, v in hard.items())
-        reporter.log(
-            f"search epoch {epoch + 1}/{s.epochs}: T {temperature:.3f}, loss {stats.loss:.4f}, "
-            f"soft acc {soft['accuracy']:.4f}, argmax acc {argmax['accuracy']:.4f}, {cost_text}"
-        )
-    return history
 
 
 @torch.no_grad()
@@ -157,7 +222,3 @@ def evaluate_soft(net: Supernet, loader, device: torch.device) -> dict[str, floa
     net.set_mode(mode)
     net.eval()
     return {"accuracy": correct / max(seen, 1)}
-
-
-def output_path(recipe: Recipe, stage: str) -> Path:
-    return recipe.run_dir / f"{stage}.pt"

@@ -59,8 +59,20 @@ def write(path: Path, data: dict[str, Any]) -> Path:
     return save_checkpoint(path, data)
 
 
-def read(path: str | Path, expect: tuple[str, ...] | None = None, command: str = "") -> dict:
-    return load_checkpoint(path, expect, command)
+def read(
+    path: str | Path,
+    expect: tuple[str, ...] | None = None,
+    command: str = "",
+    allow_partial: bool = False,
+) -> dict:
+    """A checkpoint, checked; a warm-up `last.pt` (no supernet yet) only for resuming."""
+    ckpt = load_checkpoint(path, expect, command)
+    if ckpt.get("phase") == "warmup" and not allow_partial:
+        raise CheckpointError(
+            f"{path} was saved during the fp32 warm-up and holds no supernet yet; continue it "
+            "with `mpsctl search RECIPE --resume`"
+        )
+    return ckpt
 
 
 def rebuild(ckpt: dict[str, Any]) -> tuple[Recipe, Supernet]:

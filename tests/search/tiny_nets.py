@@ -105,3 +105,19 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 def same_state(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
     after = model.state_dict()
     return set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def calibrate_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of batch ``x`` (eval mode after).
+
+    Default-initialised torchvision models shrink activations layer by layer in eval mode
+    (running var 1); calibrated, they stay O(1) and low-precision quantizers see real values.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one batch gives exactly its statistics
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.eval()

@@ -1,0 +1,160 @@
+"""Epoch loops that survive interruption: `last.pt` after every epoch, Ctrl-C, `--resume`.
+
+A loop saves, after each epoch (and when Ctrl-C stops it mid-epoch), everything needed to
+continue exactly: model, optimizers, schedulers, the train loader's shuffle generator as it
+was when the epoch began, the RNG states, the epoch and the running sums of a cut epoch.
+Resuming replays the cut epoch's batch order and skips the batches already trained on, so
+on the CPU a resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from mpsctl.console import Reporter
+from mpsctl.train import EpochStats, EpochTotals, StepSchedule, train_epoch
+
+
+class StopFlag:
+    """Set by SIGINT; the loop checks it after every step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+@contextmanager
+def sigint_stops(flag: StopFlag):
+    """While active, Ctrl-C asks the loop to stop after the current step (a second Ctrl-C
+    interrupts at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def rng_snapshot() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def rng_restore(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+@dataclass
+class LoopPosition:
+    """Where a loop stands: the next epoch to run and, if it was cut, its progress."""
+
+    epoch: int = 0
+    totals: dict[str, Any] | None = None
+    loader_state: torch.Tensor | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EpochLoop:
+    """Runs ``epochs`` epochs of ``train_epoch`` with checkpoints after each one."""
+
+    phase: str
+    model: nn.Module
+    loader: torch.utils.data.DataLoader
+    optimizers: list[Optimizer]
+    schedules: list[StepSchedule]
+    device: torch.device
+    reporter: Reporter
+    epochs: int
+    save: Callable[[dict[str, Any]], None]
+    after_epoch: Callable[[int, EpochStats], dict[str, Any]]
+    before_epoch: Callable[[int], None] = lambda epoch: None
+    cost_strengths: dict[str, float] = field(default_factory=dict)
+    cost_fn: Callable | None = None
+    extra_state: Callable[[], dict[str, Any]] = dict
+
+    def state(self, position: LoopPosition) -> dict[str, Any]:
+        """Everything a resume needs (saved inside ``last.pt``)."""
+        return {
+            "phase": self.phase,
+            "epoch": position.epoch,
+            "totals": position.totals,
+            "loader_state": position.loader_state,
+            "history": position.history,
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "schedules": [s.scheduler.state_dict() for s in self.schedules],
+            "rng": rng_snapshot(),
+            **self.extra_state(),
+        }
+
+    def load(self, saved: dict[str, Any]) -> LoopPosition:
+        for opt, state in zip(self.optimizers, saved["optimizers"], strict=True):
+            opt.load_state_dict(state)
+        for schedule, state in zip(self.schedules, saved["schedules"], strict=True):
+            schedule.scheduler.load_state_dict(state)
+        rng_restore(saved["rng"])
+        return LoopPosition(saved["epoch"], saved.get("totals"), saved.get("loader_state"),
+                            list(saved.get("history", [])))
+
+    def run(self, position: LoopPosition, stop: StopFlag) -> list[dict[str, Any]]:
+        from mpsctl.errors import Interrupted
+
+        generator = getattr(self.loader, "generator", None)
+        for epoch in range(position.epoch, self.epochs):
+            if position.loader_state is not None and generator is not None:
+                generator.set_state(position.loader_state)
+            start_state = generator.get_state() if generator is not None else None
+            totals = EpochTotals(**position.totals) if position.totals else None
+            self.before_epoch(epoch)
+            steps = len(self.loader)
+            label = f"{self.phase} {epoch + 1}/{self.epochs}"
+            with self.reporter.progress(label, steps) as advance:
+                stats, totals = train_epoch(
+                    self.model, self.loader, self.optimizers, self.device, epoch,
+                    self.cost_strengths, self.cost_fn, self.schedules, advance, totals, stop,
+                )
+            if stats.interrupted and totals.steps < steps:
+                cut = LoopPosition(epoch, asdict(totals), start_state, position.history)
+                self.save(self.state(cut))
+                raise Interrupted(
+                    f"stopped during {self.phase} epoch {epoch + 1}, step {totals.steps}; "
+                    "state saved to last.pt"
+                )
+            position.history.append(self.after_epoch(epoch, stats))
+            after = generator.get_state() if generator is not None else None
+            position = LoopPosition(epoch + 1, None, after, position.history)
+            self.save(self.state(position))
+            if stop():
+                raise Interrupted(
+                    f"stopped after {self.phase} epoch {epoch + 1}; state saved to last.pt"
+                )
+        return position.history
