@@ -94,7 +94,7 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
             fp32 = evaluate(model, loaders.val, device)
             reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
             net = build.supernet_for(recipe, model.cpu(), bundle.input_shape).to(device)
-            position, saved_search = LoopPosition(), None
+            saved_search = None
         else:
             fp32 = saved["fp32"]
             net = build.supernet_for(recipe, model, bundle.input_shape)
