@@ -41,10 +41,16 @@ def _fail(code: int, message: str) -> None:
 
 def _run(action: Callable[[], Any]) -> Any:
     """Run a stage, mapping bad input to exit 2 and other failures to exit 1 (one line)."""
+    from mpsctl import distributed
     from mpsctl.errors import Interrupted, UserError
 
     try:
-        return action()
+        result = action()
+        if not distributed.is_main():
+            distributed.shutdown()
+            raise typer.Exit(0)
+        distributed.shutdown()
+        return result
     except UserError as exc:
         _fail(2, str(exc))
     except Interrupted as exc:

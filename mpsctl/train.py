@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from mpsctl.distributed import reduce_sums
 from mpsctl.errors import UserError
 
 StepCallback = Callable[[int, float], None]
@@ -57,11 +58,15 @@ class EpochTotals:
     costs: dict[str, float] = field(default_factory=dict)
 
     def stats(self, interrupted: bool = False) -> EpochStats:
-        seen = max(self.seen, 1)
+        """Epoch averages, summed over ranks when distributed."""
+        loss, task, correct, seen = reduce_sums(
+            [self.loss, self.task, float(self.correct), float(self.seen)], torch.device("cpu")
+        )
+        seen = max(seen, 1)
         return EpochStats(
-            loss=self.loss / seen,
-            task_loss=self.task / seen,
-            accuracy=self.correct / seen,
+            loss=loss / seen,
+            task_loss=task / seen,
+            accuracy=correct / seen,
             costs={k: v / max(self.steps, 1) for k, v in self.costs.items()},
             steps=self.steps,
             interrupted=interrupted,
@@ -189,6 +194,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> dict[s
         correct += int((out.argmax(1) == y).sum())
         seen += y.numel()
     model.train(was_training)
+    total_loss, correct, seen = reduce_sums([total_loss, float(correct), float(seen)], device)
     seen = max(seen, 1)
     return {"accuracy": correct / seen, "loss": total_loss / seen}
 

@@ -244,7 +244,8 @@ class _Exporter:
             value = env[result]
             name = "output" if len(results) == 1 else f"output_{i}"
             final = self._to_float(value, name)
-            self.outputs.append(helper.make_tensor_value_info(final, TensorProto.FLOAT, None))
+            dims = ["batch", *shape_of(result)[1:]]
+            self.outputs.append(helper.make_tensor_value_info(final, TensorProto.FLOAT, dims))
             if value.scale is not None:
                 lsb = value.scale.tolist()
                 self.output_lsb[final] = {"lsb": lsb if len(lsb) > 1 else lsb[0],

@@ -283,6 +283,7 @@ class _Converter:
         self._insert_slots(slots, owners, pre_quantized, slot_modules, pre_slots)
         self._attach(layer_nodes, weights, choices)
         graph.lint()
+        self.gm.delete_all_unused_submodules()  # folded BatchNorms must not linger as params
         self.gm.recompile()
         net = Supernet(self.gm, nn.ModuleDict(
             {self._key(leader): choice for leader, choice in choices.items()}

@@ -91,10 +91,20 @@ class Loaders:
     val: torch.utils.data.DataLoader
 
 
-def loaders(recipe: Recipe, bundle: DataBundle, distributed: bool = False) -> Loaders:
-    train, val = make_loaders(
-        bundle, recipe.data.batch_size, recipe.seed, recipe.data.num_workers, distributed
-    )
+def loaders(recipe: Recipe, bundle: DataBundle) -> Loaders:
+    """Train/val loaders; under torchrun each process reads its own shard."""
+    from mpsctl import distributed
+
+    ctx = distributed.context()
+    batch = recipe.data.batch_size
+    if recipe.data.global_batch_size is not None:
+        if recipe.data.global_batch_size % ctx.world_size:
+            raise UserError(
+                f"data.global_batch_size: {recipe.data.global_batch_size} is not divisible by "
+                f"the {ctx.world_size} processes (pick a multiple)"
+            )
+        batch = recipe.data.global_batch_size // ctx.world_size
+    train, val = make_loaders(bundle, batch, recipe.seed, recipe.data.num_workers, ctx.enabled)
     return Loaders(train, val)
 
 

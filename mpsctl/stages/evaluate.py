@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from mpsctl import distributed
 from mpsctl.stages import common, state, summary
 from mpsctl.train import evaluate
 
@@ -14,8 +13,9 @@ from mpsctl.train import evaluate
 def run_eval(path: Path) -> dict[str, Any]:
     ckpt = state.read(path)
     recipe, net = state.rebuild(ckpt)
+    _, device = distributed.init(recipe.device)
     _, loader = common.val_loader(recipe)
-    metrics = evaluate(net, loader, torch.device("cpu"))
+    metrics = evaluate(net.to(device), loader, device)
     return {"checkpoint": str(path), "stage": ckpt["stage"], "metrics": metrics}
 
 

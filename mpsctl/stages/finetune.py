@@ -11,6 +11,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from mpsctl import distributed
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError
 from mpsctl.recipe import recipe_from_dict
@@ -29,7 +30,8 @@ def run_finetune(
         net = net.harden()
     recipe = recipe_from_dict(ckpt["recipe"], overrides)
     build.seed_everything(recipe.seed)
-    device = build.resolve_device(recipe.device)
+    ctx, device = distributed.init(recipe.device)
+    reporter.quiet = reporter.quiet or not ctx.is_main
     bundle = build.datasets(recipe)
     loaders = build.loaders(recipe, bundle)
     last = Path(path).parent / "last.pt"
@@ -63,8 +65,9 @@ def run_finetune(
                              **loop_state)
         state.write(last, data)
 
-    loop = EpochLoop("finetune", net, loaders.train, [opt], [schedule] if schedule else [],
-                     device, reporter, f.epochs, save=save, after_epoch=after_epoch)
+    loop = EpochLoop("finetune", distributed.wrap(net, device), loaders.train, [opt],
+                     [schedule] if schedule else [], device, reporter, f.epochs, save=save,
+                     after_epoch=after_epoch)
     position = loop.load(saved) if saved is not None else LoopPosition()
     stop = StopFlag()
     with sigint_stops(stop):

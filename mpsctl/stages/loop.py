@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim import Optimizer
+from torch.utils.data import DistributedSampler
 
 from mpsctl.console import Reporter
 from mpsctl.train import EpochStats, EpochTotals, StepSchedule, train_epoch
@@ -129,7 +130,10 @@ class EpochLoop:
         from mpsctl.errors import Interrupted
 
         generator = getattr(self.loader, "generator", None)
+        sampler = getattr(self.loader, "sampler", None)
         for epoch in range(position.epoch, self.epochs):
+            if isinstance(sampler, DistributedSampler):
+                sampler.set_epoch(epoch)
             if position.loader_state is not None and generator is not None:
                 generator.set_state(position.loader_state)
             start_state = generator.get_state() if generator is not None else None

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from mpsctl import distributed
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError, RecipeError
 from mpsctl.recipe import Recipe, dump_recipe_yaml, recipe_diff, recipe_to_dict
@@ -80,7 +81,8 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
     """Run warm-up and search; write ``<run_dir>/search.pt``; return the summary."""
     saved = load_resume_state(recipe, "search") if resume else None
     build.seed_everything(recipe.seed)
-    device = build.resolve_device(recipe.device)
+    ctx, device = distributed.init(recipe.device)
+    reporter.quiet = reporter.quiet or not ctx.is_main
     bundle = build.datasets(recipe)
     model = build.float_model(recipe, load_weights=saved is None)
     build.check_classes(model, bundle.input_shape, bundle.num_classes)
@@ -104,7 +106,9 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
             reporter.log(f"resuming the search at epoch {saved['epoch'] + 1}")
         history = _search(recipe, net, loaders, device, reporter, stop, saved_search, last,
                           bundle.input_shape, fp32)
-    return _finish(recipe, net.cpu(), bundle.input_shape, fp32, history)
+    in_sync = distributed.ranks_agree(net.arch_parameters())
+    return _finish(recipe, net.cpu(), bundle.input_shape, fp32, history,
+                   {"ranks": ctx.world_size, "ranks_in_sync": in_sync} if ctx.enabled else {})
 
 
 def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None:
@@ -118,7 +122,8 @@ def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None
         return {"epoch": epoch + 1, "train_loss": stats.loss, "train_accuracy": stats.accuracy}
 
     loop = EpochLoop(
-        "warmup", model, loaders.train, [opt], [schedule] if schedule else [], device,
+        "warmup", distributed.wrap(model, device), loaders.train, [opt],
+        [schedule] if schedule else [], device,
         reporter, epochs, save=lambda s: _save_warmup(recipe, model, s, last),
         after_epoch=after_epoch,
     )
@@ -178,7 +183,7 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
         state.write(last, data)
 
     loop = EpochLoop(
-        "search", net, loaders.train, [opt_w, opt_a],
+        "search", distributed.wrap(net, device), loaders.train, [opt_w, opt_a],
         [x for x in (sched_w, sched_a) if x is not None], device, reporter, s.epochs,
         save=save, after_epoch=after_epoch, before_epoch=before_epoch,
         cost_strengths=dict(s.cost), cost_fn=net.cost,
@@ -187,11 +192,13 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
     return loop.run(position, stop)
 
 
-def _finish(recipe: Recipe, net: Supernet, shape, fp32: dict, history: list) -> dict[str, Any]:
+def _finish(
+    recipe: Recipe, net: Supernet, shape, fp32: dict, history: list, extra: dict
+) -> dict[str, Any]:
     run_dir = recipe.run_dir
     names = summary.cost_names(recipe.search.cost, net)
     hard = summary.costs(net, names, hard=True)
-    metrics = {"fp32_accuracy": fp32["accuracy"], **(history[-1] if history else {})}
+    metrics = {"fp32_accuracy": fp32["accuracy"], **(history[-1] if history else {}), **extra}
     metrics.pop("cost", None)
     fp32_bits = 32 * sum(layer.weight.numel() for _, layer in net.layers())
     lineage = [
@@ -203,7 +210,8 @@ def _finish(recipe: Recipe, net: Supernet, shape, fp32: dict, history: list) -> 
                          cost=hard, lineage=lineage, fp32=fp32,
                          temperature=_temperature(recipe, len(history)))
     path = state.write(run_dir / "search.pt", data)
-    dump_recipe_yaml(recipe, run_dir / "recipe.yaml")
+    if distributed.is_main():
+        dump_recipe_yaml(recipe, run_dir / "recipe.yaml")
     return {"checkpoint": str(path), "metrics": metrics, "cost": hard,
             "layers": summary.layer_rows(net)}
 

@@ -56,6 +56,11 @@ def extend_lineage(
 
 
 def write(path: Path, data: dict[str, Any]) -> Path:
+    """Save a checkpoint (rank 0 only under torchrun)."""
+    from mpsctl import distributed
+
+    if not distributed.is_main():
+        return Path(path)
     return save_checkpoint(path, data)
 
 
