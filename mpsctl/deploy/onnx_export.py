@@ -169,7 +169,7 @@ class _Exporter:
         self.model = copy.deepcopy(model).float().eval()
         self.gm: fx.GraphModule = self.model.net
         with torch.no_grad():
-            ShapeProp(self.gm).propagate(example.float())
+            ShapeProp(self.gm).propagate(example[:1].float())
         self.modules = dict(self.gm.named_modules())
         self.layer_names = {n for n, m in self.modules.items() if isinstance(m, SearchableLayer)}
         self.slot_names = {id(m): n.removeprefix("act_quants.")
