@@ -19,18 +19,21 @@ class MissingExtraError(UserError):
     """An optional dependency (the ``deploy`` extra) is not installed."""
 
 
-def export_onnx(model, example, path: Path, variant: str = "integer") -> dict[str, Any]:
-    """Write ``model`` (a fixed-precision Supernet) as ONNX and check it on ``example``."""
+def export_onnx(
+    model, example, path: Path, variant: str = "integer", labels=None
+) -> dict[str, Any]:
+    """Write ``model`` (a fixed-precision Supernet) as ONNX and check it on ``example``
+    (top-1 agreement with the fake-quant model must reach 99 %, else nothing is written)."""
     from mpsctl.deploy.onnx_export import export_onnx as _export
 
-    return _export(model, example, path, variant)
+    return _export(model, example, path, variant, labels)
 
 
-def verify_onnx(path: Path, model, batch) -> dict[str, Any]:
+def verify_onnx(path: Path, model, batch, labels=None) -> dict[str, Any]:
     """Run the ONNX file with onnxruntime on ``batch`` and compare it with ``model``."""
     from mpsctl.deploy.onnx_export import verify_onnx as _verify
 
-    return _verify(path, model, batch)
+    return _verify(path, model, batch, labels)
 
 
 def run_onnx_export(checkpoint: Path, out: Path, variant: str = "integer") -> dict[str, Any]:

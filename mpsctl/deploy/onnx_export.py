@@ -44,11 +44,13 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from mpsctl.deploy import ONNX_MISSING, MissingExtraError
 from mpsctl.deploy.integer import (
+    INT32_MAX,
     MAX_CODE_BITS,
     MAX_SHIFT,
     ActGrid,
     IntegerExportError,
     IntegerLayer,
+    IntegerOverflowError,
     act_grid,
     integer_layer,
     requantizer,
@@ -158,7 +160,9 @@ class _Exporter:
 
     def __init__(self, model: Supernet, example: Tensor, variant: str) -> None:
         if variant not in VARIANTS:
-            raise UserError(f"unknown ONNX variant {variant!r} (choose one of {', '.join(VARIANTS)})")
+            raise UserError(
+                f"unknown ONNX variant {variant!r} (choose one of {', '.join(VARIANTS)})"
+            )
         if not model.is_fixed:
             raise UserError(
                 "only a fixed-precision model can be exported to ONNX (run `mpsctl export` "
@@ -371,8 +375,8 @@ class _Exporter:
         il = integer_layer(name, layer)
         il.check_overflow()
         rank = len(shape_of(node))
-        out = self._integer_layer(il, value, rank) if self.integer else self._qdq_layer(
-            il, layer, value, rank)
+        build = self._integer_layer if self.integer else self._qdq_layer
+        out = build(il, value, rank)
         bound = il.accumulator_bound()
         self.layers.append({
             "name": name, "op": il.op,
@@ -423,8 +427,7 @@ class _Exporter:
         return _Value(acc, "acc", rank, il.acc_scale, axis,
                       bound=float(il.accumulator_bound().max()))
 
-    def _qdq_layer(self, il: IntegerLayer, layer: SearchableLayer, value: _Value,
-                   rank: int) -> _Value:
+    def _qdq_layer(self, il: IntegerLayer, value: _Value, rank: int) -> _Value:
         g, hint = self.g, il.name
         w_scale = np.where(il.w_scale > 0, il.w_scale, 1.0).astype(np.float32)
         weight = g.const(f"{hint}.weight", il.weight)
@@ -550,6 +553,11 @@ class _Exporter:
             return _Value(out, "float", value.rank)
         if value.scale.size > 1:
             raise self._unsupported(node, "average of per-channel accumulators")
+        if value.bound * window > INT32_MAX:
+            raise IntegerOverflowError(
+                f"average pooling '{node.name}' sums {window} codes up to {value.bound:g}: "
+                "that can overflow its int32 accumulator"
+            )
         if attrs is None:
             wide = self.g.op("Cast", [value.name], f"{node.name}/wide", to=TensorProto.INT32)
             axes = self.g.const(f"{node.name}/axes", np.arange(2, value.rank, dtype=np.int64))

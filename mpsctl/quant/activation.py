@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from mpsctl.quant import fused
+
 #: Added to codes before flooring so a value already on the grid (k/s computed in floats)
 #: maps back to code k instead of k-1 through round-off.
 _FLOOR_EPS = 1e-4
@@ -73,29 +75,27 @@ class PACTQuantize(torch.autograd.Function):
 
 
 class MixedPACTQuantize(torch.autograd.Function):
-    """``Σ_i θ_i · Q_{p_i}(x)`` that recomputes each ``Q_{p_i}(x)`` in backward."""
+    """``Σ_i θ_i · Q_{p_i}(x)`` that recomputes each ``Q_{p_i}(x)`` in backward.
+
+    Forward and backward bodies live in :mod:`mpsctl.quant.fused` (compiled by default).
+    """
 
     @staticmethod
     def forward(
         ctx, x: Tensor, clip: Tensor, theta: Tensor, bits: Sequence[int], signed: bool
     ) -> Tensor:
         ctx.save_for_backward(x, clip, theta)
-        ctx.bits, ctx.signed = tuple(bits), signed
-        out = torch.zeros_like(x)
-        for i, p in enumerate(ctx.bits):
-            out.add_(pact_forward(x, clip, p, signed) * theta[i])
-        return out
+        ctx.key = (tuple(bits), signed)
+        return fused.call("pact", ctx.key, 0, x, clip, theta)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, clip, theta = ctx.saved_tensors
-        grad_theta = None
-        if ctx.needs_input_grad[2]:
-            grad_theta = torch.stack(
-                [(grad * pact_forward(x, clip, p, ctx.signed)).sum() for p in ctx.bits]
-            )
-        grad_x, grad_clip = _pact_backward(grad, x, clip, ctx.signed, theta.sum())
-        return grad_x, grad_clip, grad_theta, None, None
+        grad_x, grad_clip, grad_theta = fused.call(
+            "pact", ctx.key, 1, grad.contiguous(), x, clip, theta
+        )
+        grad_theta = grad_theta if ctx.needs_input_grad[2] else None
+        return grad_x, grad_clip.reshape(clip.shape), grad_theta, None, None
 
 
 def pact_quantize(x: Tensor, clip: Tensor, bits: int, signed: bool = False) -> Tensor:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from mpsctl.quant import fused
+
 
 def channel_absmax(weight: Tensor, input_mask: Tensor | None = None) -> Tensor:
     """``max|W[c]|`` over every axis but the first (detached); 1 where a channel is all zero.
@@ -56,7 +58,10 @@ class MinMaxQuantize(torch.autograd.Function):
 
 
 class MixedMinMaxQuantize(torch.autograd.Function):
-    """``Σ_j θ_j · Q_{p_j}(W)`` with θ of shape ``(n,)`` (per layer) or ``(n, Cout)``."""
+    """``Σ_j θ_j · Q_{p_j}(W)`` with θ of shape ``(n,)`` (per layer) or ``(n, Cout)``.
+
+    Forward and backward bodies live in :mod:`mpsctl.quant.fused` (compiled by default).
+    """
 
     @staticmethod
     def forward(
@@ -64,32 +69,15 @@ class MixedMinMaxQuantize(torch.autograd.Function):
     ) -> Tensor:
         absmax = channel_absmax(weight) if absmax is None else absmax
         ctx.save_for_backward(weight, theta, absmax)
-        ctx.bits = tuple(bits)
-        view = (-1,) + (1,) * (weight.dim() - 1)
-        out = torch.zeros_like(weight)
-        for j, p in enumerate(ctx.bits):
-            if p == 0:
-                continue
-            q = minmax_forward(weight, absmax, torch.tensor(p))
-            out.add_(q * (theta[j].reshape(view) if theta.dim() == 2 else theta[j]))
-        return out
+        ctx.key = (tuple(bits), theta.dim() == 2)
+        return fused.call("minmax", ctx.key, 0, weight, theta, absmax)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         weight, theta, absmax = ctx.saved_tensors
-        view = (-1,) + (1,) * (weight.dim() - 1)
-        nonzero = torch.tensor([p != 0 for p in ctx.bits], device=theta.device)
-        mass = (theta * (nonzero.reshape(-1, 1) if theta.dim() == 2 else nonzero)).sum(0)
-        grad_w = grad * (mass.reshape(view) if theta.dim() == 2 else mass)
-        grad_theta = None
-        if ctx.needs_input_grad[1]:
-            rows = []
-            for p in ctx.bits:
-                q = minmax_forward(weight, absmax, torch.tensor(p))
-                prod = grad * q
-                rows.append(prod.flatten(1).sum(1) if theta.dim() == 2 else prod.sum())
-            grad_theta = torch.stack(rows)
-        return grad_w, grad_theta, None, None
+        grad_w, grad_theta = fused.call("minmax", ctx.key, 1, grad.contiguous(), weight,
+                                        theta, absmax)
+        return grad_w, grad_theta if ctx.needs_input_grad[1] else None, None, None
 
 
 def minmax_quantize(

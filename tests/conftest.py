@@ -1,0 +1,9 @@
+"""Suite-wide settings: the eager quantizer path unless a test asks for the compiled one.
+
+Compiling the fused quantizers takes seconds per shape; tests that check the compiled path
+against the eager one (tests/quant/test_fused_path.py) switch it on themselves.
+"""
+
+import os
+
+os.environ.setdefault("MPSCTL_FUSED", "0")
