@@ -221,11 +221,10 @@ class _Exporter:
         return model
 
     def _unsupported(self, node: fx.Node, why: str = "") -> OnnxExportError:
-        what = node.target if node.op == "call_module" else getattr(
-            node.target, "__name__", str(node.target)
-        )
         if node.op == "call_module":
             what = f"{node.target} ({type(self.modules[node.target]).__name__})"
+        else:
+            what = getattr(node.target, "__name__", str(node.target))
         reason = f": {why}" if why else ""
         return OnnxExportError(
             f"op '{what}' (node {node.name}) cannot be exported as quantized ONNX{reason} "

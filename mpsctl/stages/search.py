@@ -87,6 +87,8 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
     model = build.float_model(recipe, load_weights=saved is None)
     build.check_classes(model, bundle.input_shape, bundle.num_classes)
     loaders = build.loaders(recipe, bundle)
+    if ctx.is_main:
+        state.ensure_writable(recipe.run_dir)
     last = recipe.run_dir / "last.pt"
     stop = StopFlag()
     with sigint_stops(stop):

@@ -55,6 +55,21 @@ def extend_lineage(
     }]
 
 
+def ensure_writable(folder: Path) -> None:
+    """Fail before any training when the run folder cannot hold checkpoints."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise CheckpointError(
+            f"output folder {folder} is not writable ({exc.strerror or exc}); set output_dir "
+            "to a folder you can write"
+        ) from None
+
+
 def write(path: Path, data: dict[str, Any]) -> Path:
     """Save a checkpoint (rank 0 only under torchrun)."""
     from mpsctl import distributed

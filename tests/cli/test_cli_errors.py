@@ -72,3 +72,86 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: search.weight_bits")
+
+
+def _checkpoint_corpus(folder, search_ckpt):
+    """Files that are not usable checkpoints, each with a word its error must contain."""
+    import pickle
+
+    import torch
+
+    cases = {}
+    empty = folder / "empty.pt"
+    empty.write_bytes(b"")
+    cases[empty] = "empty.pt"
+    noise = folder / "noise.pt"
+    noise.write_bytes(bytes(range(256)) * 8)
+    cases[noise] = "noise.pt"
+    truncated = folder / "truncated.pt"
+    truncated.write_bytes(search_ckpt.read_bytes()[: search_ckpt.stat().st_size // 2])
+    cases[truncated] = "truncated.pt"
+    plain = folder / "plain.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, plain)
+    cases[plain] = "not an mpsctl checkpoint"
+    newer = folder / "newer.pt"
+    data = torch.load(search_ckpt, weights_only=True)
+    data["format_version"] = 99
+    torch.save(data, newer)
+    cases[newer] = "newer mpsctl"
+    evil = folder / "evil.pt"
+    marker = folder / "pwned"
+    evil.write_bytes(pickle.dumps(_Evil(str(marker))))
+    cases[evil] = "evil.pt"
+    missing = folder / "missing.pt"
+    cases[missing] = "missing.pt"
+    return cases, marker
+
+
+class _Evil:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("command", ["export", "finetune", "refine", "eval", "report"])
+def test_bad_checkpoints_are_refused_by_every_command(cli, recipe, tmp_path, command):
+    search_ckpt = tmp_path / "runs" / "tiny" / "search.pt"
+    cli.json("search", recipe)
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    cases, marker = _checkpoint_corpus(folder, search_ckpt)
+    for path, named in cases.items():
+        before = sorted(p.name for p in folder.iterdir())
+        result = cli(command, path)
+        assert result.exit_code == 2, (path, result.stderr)
+        assert named in result.stderr, (path, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+        assert sorted(p.name for p in folder.iterdir()) == before  # nothing written
+    assert not marker.exists()  # the crafted pickle ran no code
+
+
+def test_unwritable_output_folder_is_one_line(cli, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    path = write_recipe(tmp_path, output_dir=str(blocker / "run"))
+    result = cli("search", path)
+    assert result.exit_code == 2, result.stderr
+    assert "file.txt" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(cli, tmp_path):
+    path = write_recipe(tmp_path, search={"cost": {"params_bit": 1.0e38}, "epochs": 2})
+    result = cli("search", path)
+    assert result.exit_code == 2, result.stderr
+    assert "non-finite" in result.stderr and "epoch 1" in result.stderr
+    assert "strength" in result.stderr
+    assert not (tmp_path / "runs" / "tiny" / "search.pt").exists()
+
+
+def test_resume_without_a_saved_run(cli, recipe):
+    result = cli("search", recipe, "--resume")
+    assert result.exit_code == 2 and "last.pt" in result.stderr

@@ -79,3 +79,30 @@ def test_plain_qat_single_precision(cli, tmp_path):
     export = cli.json("export", search["checkpoint"])
     assert export["check"]["max_abs_diff"] == 0.0
     assert all(row["w_bits"] == 8 and row["a_bits"] == 8 for row in export["layers"])
+
+
+def test_ne16_search_refine_export_finetune_on_cifar_shaped_resnet8(cli, tmp_path):
+    path = write_recipe(
+        tmp_path, name="r8", model={"name": "resnet8"},
+        data={"name": "fake", "shape": [3, 32, 32], "size": 64, "val_size": 32,
+              "batch_size": 32},
+        search={"cost": {"ne16": 1.0e-6}, "act_bits": [8]},
+    )
+    search = cli.json("search", path)
+    assert search["cost"]["ne16"] > 0
+    refine = cli.json("refine", search["checkpoint"])
+    assert refine["total"]["after"] <= refine["total"]["before"]
+    export = cli.json("export", refine["checkpoint"])
+    assert export["cost"]["ne16"] == refine["total"]["after"]
+    report = cli.json("report", export["checkpoint"])
+    assert set(report["layer_costs"]["conv1"] if "conv1" in report["layer_costs"] else
+               next(iter(report["layer_costs"].values()))) >= {"ne16", "params_bit"}
+    finetune = cli.json("finetune", export["checkpoint"])
+    assert finetune["cost"]["ne16"] == export["cost"]["ne16"]
+
+
+def test_ne16_with_4_bit_activations_is_refused_before_training(cli, tmp_path):
+    path = write_recipe(tmp_path, search={"cost": {"ne16": 1.0e-6}, "act_bits": [4, 8]})
+    result = cli("search", path)
+    assert result.exit_code == 2 and "ne16" in result.stderr
+    assert not (tmp_path / "runs").exists()

@@ -197,12 +197,17 @@ def test_mixed_pact_matches_naive_forward_and_backward(values, clip, bits, signe
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_mixed_pact_one_hot_equals_fixed():
-    x = torch.linspace(-2, 8, 101)
+@pytest.mark.parametrize("signed", [False, True])
+def test_mixed_pact_one_hot_equals_fixed(signed):
+    """The search path at a one-hot θ is the export path, at every precision."""
+    bits = (2, 4, 8, 12, 16)
+    x = torch.linspace(-8, 8, 4001)
+    x = torch.cat([x, pact_quantize(x, torch.tensor(6.0), 16, signed)])  # on-grid values too
     c = torch.tensor(6.0)
-    for i, p in enumerate((2, 4, 8)):
-        theta = torch.nn.functional.one_hot(torch.tensor(i), 3).float()
-        assert torch.equal(mixed_pact_quantize(x, c, theta, (2, 4, 8)), pact_quantize(x, c, p))
+    for i, p in enumerate(bits):
+        theta = torch.nn.functional.one_hot(torch.tensor(i), len(bits)).float()
+        mixed = mixed_pact_quantize(x, c, theta, bits, signed)
+        assert torch.equal(mixed, pact_quantize(x, c, p, signed)), p
 
 
 def test_mixed_pact_saves_one_input_not_n_copies():
@@ -256,3 +261,4 @@ def test_clip_floor_prevents_division_by_zero_but_keeps_gradient():
     assert y.max().item() == pytest.approx(1e-3, rel=1e-4)
     y.sum().backward()
     assert q.clip.grad is not None and q.clip.grad.item() > 0
+

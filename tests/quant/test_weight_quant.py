@@ -33,7 +33,8 @@ def _weights(shape, seed, dtype=torch.float32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(shape, generator=g, dtype=torch.float64)
     # Channels of very different magnitudes, so per-channel scales matter.
-    w = w * torch.logspace(-3, 1, shape[0], dtype=torch.float64).reshape((-1,) + (1,) * (w.dim() - 1))
+    magnitudes = torch.logspace(-3, 1, shape[0], dtype=torch.float64)
+    w = w * magnitudes.reshape((-1,) + (1,) * (w.dim() - 1))
     return w.to(dtype)
 
 
@@ -203,3 +204,4 @@ def test_minmax_module_scales_fixed_and_registry():
     assert torch.equal(q.fixed(w, torch.tensor(2)), minmax_quantize(w, 8))
     with pytest.raises(ValueError, match="unknown weight quantizer 'nope'"):
         make_weight_quantizer("nope", (8,), w)
+

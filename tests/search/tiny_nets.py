@@ -90,12 +90,16 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def randomize_alpha(net, seed: int = 0, scale: float = 1.0) -> None:
-    """Random logits everywhere, so assignments mix precisions and some channels are pruned."""
+    """Random logits everywhere, so assignments mix precisions; where 0 bits are allowed,
+    every third channel is also made to prefer 0 so that each pruning layer loses some."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, choice in net.choices():
             if choice.alpha is not None:
                 choice.alpha.copy_(torch.randn(choice.alpha.shape, generator=g) * scale)
+                if choice.per_channel and choice.can_prune:
+                    alpha = choice.alpha
+                    alpha[0, seed % 3 :: 3] = alpha[:, seed % 3 :: 3].amax(0) + 1.0
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,331 @@
+"""Integer-only / QDQ ONNX export: onnxruntime agrees with the fake-quant model (issue 9)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from mpsctl.deploy import MissingExtraError, export_onnx, run_onnx_export  # noqa: E402
+from mpsctl.deploy.integer import (  # noqa: E402
+    MULTIPLIER_BITS,
+    ActGrid,
+    IntegerOverflowError,
+    fixed_point,
+    requantizer,
+)
+from mpsctl.errors import CheckpointError, UserError  # noqa: E402
+from mpsctl.models import build_model  # noqa: E402
+from mpsctl.search.convert import build_supernet  # noqa: E402
+from mpsctl.search.layers import ActivationSlot  # noqa: E402
+from mpsctl.search.space import SearchSpace  # noqa: E402
+
+PER_LAYER = SearchSpace(weight_bits=(2, 4, 8), act_bits=(2, 4, 8))
+PER_CHANNEL = SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(4, 8), per_channel=True)
+#: 8-bit activations: at 4 bits, the pooled features of a random DS-CNN barely vary.
+PER_CHANNEL_A8 = SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(8,), per_channel=True)
+
+
+def _randomize(model: nn.Module) -> nn.Module:
+    """BN statistics away from identity; a zero-bias classifier so predictions vary."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+            elif isinstance(m, nn.Linear):
+                m.weight.mul_(4)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return model
+
+
+def _calibrate(net, x: torch.Tensor) -> None:
+    """Set each activation clip to 80 % of the largest value that reaches it."""
+    for slot in [m for m in net.modules() if isinstance(m, ActivationSlot)]:
+        peak: list[torch.Tensor] = []
+        hook = slot.register_forward_hook(lambda m, i, o, peak=peak: peak.append(i[0].abs().max()))
+        with torch.no_grad():
+            net(x)
+        hook.remove()
+        slot.quantizer.clip.data.fill_(0.8 * float(max(peak)) + 1e-3)
+
+
+def _fixed(name: str, shape, space: SearchSpace, seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    model = _randomize(build_model(name, kwargs, None))
+    x = torch.rand(64, *shape) * torch.rand(64, 1, *([1] * (len(shape) - 1)))
+    net = build_supernet(model, x[:2], space)
+    for i, (_, choice) in enumerate(net.choices()):
+        alpha = torch.randn_like(choice.alpha)
+        if not choice.per_channel:  # per layer: walk through the candidates, layer by layer
+            alpha[i % len(choice.bits)] += 10
+        choice.alpha.data = alpha
+    fixed = net.harden()
+    _calibrate(fixed, x)
+    _center_logits(fixed, x)
+    return net, fixed, x
+
+
+def _center_logits(fixed, x: torch.Tensor) -> None:
+    """Subtract the mean logit from the classifier's bias, so that the argmax depends on
+    the sample (a random network otherwise predicts one class for everything)."""
+    _, head = list(fixed.layers())[-1]
+    with torch.no_grad():
+        head.bias -= fixed(x).mean(0)
+
+
+def _props(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def _assert_agrees(summary: dict, fixed=None, x=None) -> None:
+    if fixed is not None:  # the check means something only if predictions vary
+        with torch.no_grad():
+            assert fixed(x).argmax(1).unique().numel() >= 3
+    assert summary["top1_agreement"] >= 0.99
+    # Only float32 round-off in the fake-quant model at exact rounding ties can flip a code.
+    assert summary["code_mismatch"] < 1e-3
+    assert summary["samples"] == 64
+
+
+@pytest.fixture(scope="module")
+def mixed_mnist():
+    return _fixed("mnist_cnn", (1, 28, 28), PER_LAYER)
+
+
+@pytest.fixture(scope="module")
+def pruned_resnet():
+    return _fixed("resnet8", (3, 16, 16), PER_CHANNEL, seed=1)
+
+
+@pytest.fixture(scope="module")
+def pruned_dscnn():
+    return _fixed("ds_cnn", (1, 20, 10), PER_CHANNEL_A8, seed=2, width=16, depth=2)
+
+
+def test_per_layer_mixed_model_runs_integer_only(mixed_mnist, tmp_path: Path) -> None:
+    _, fixed, x = mixed_mnist
+    path = tmp_path / "mixed.onnx"
+    summary = export_onnx(fixed, x, path)
+    _assert_agrees(summary, fixed, x)
+    assert summary["onnx"] == str(path) and path.stat().st_size == summary["bytes"]
+    assert len({layer["w_bits"] for layer in summary["layers"]}) > 1  # really mixed
+    graph = onnx.load(str(path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"ConvInteger", "MatMulInteger", "BitShift"} <= ops
+    assert not ops & {"Conv", "Gemm", "MatMul", "QuantizeLinear", "DequantizeLinear"}
+    types = {init.name: init.data_type for init in graph.initializer}
+    for layer in summary["layers"]:
+        assert types[f"{layer['name']}.weight"] == onnx.TensorProto.INT8
+        assert types[f"{layer['name']}.bias"] == onnx.TensorProto.INT32
+
+
+@pytest.mark.parametrize("variant", ["integer", "qdq"])
+@pytest.mark.parametrize("which", ["pruned_resnet", "pruned_dscnn"])
+def test_pruned_per_channel_models_agree(which, variant, request, tmp_path: Path) -> None:
+    net, fixed, x = request.getfixturevalue(which)
+    original = {n: layer.weight.shape[0] for n, layer in net.layers()}
+    kept = {n: layer.weight.shape[0] for n, layer in fixed.layers()}
+    assert any(kept[n] < original[n] for n in kept)  # channels were physically removed
+    summary = export_onnx(fixed, x, tmp_path / f"{which}.onnx", variant)
+    _assert_agrees(summary, fixed, x)
+    assert summary["variant"] == variant
+    graph = onnx.load(summary["onnx"]).graph
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    for name, channels in kept.items():
+        assert shapes[f"{name}.weight"][0 if variant == "qdq" or "conv" in name else 1] == channels
+
+
+def test_metadata_records_bits_of_every_tensor(pruned_resnet, tmp_path: Path) -> None:
+    _, fixed, x = pruned_resnet
+    path = tmp_path / "meta.onnx"
+    export_onnx(fixed, x, path)
+    props = _props(path)
+    assert props["mpsctl.variant"] == "integer"
+    assert props["mpsctl.format"].startswith("mpsctl-onnx/")
+    tensors = json.loads(props["mpsctl.tensors"])
+    for name, layer in fixed.layers():
+        chosen = [layer.choice.bits[int(i)] for i in layer.choice.assignment()]
+        entry = tensors[f"{name}.weight"]
+        assert entry["role"] == "weight"
+        assert entry["bits"] == (chosen if len(set(chosen)) > 1 else chosen[0])
+        assert tensors[f"{name}.bias"]["bits"] == 32
+    acts = [t for t in tensors.values() if t["role"] == "activation"]
+    slots = {s for s in (t["slot"] for t in acts)}
+    assert slots == {k for k, _ in fixed.activation_slots()}
+    assert all(t["bits"] in (4, 8) and t["range"][1] > 0 for t in acts)
+    assert any(t["signed"] for t in acts)  # the residual branches are signed
+    requant = [t["requant"] for t in acts if "requant" in t]
+    assert requant and all(m < 2**MULTIPLIER_BITS for r in requant for m in r["multiplier"])
+    layers = json.loads(props["mpsctl.layers"])
+    assert [entry["name"] for entry in layers] == [n for n, _ in fixed.layers()]
+
+
+def test_overflowing_accumulator_is_refused(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(70_000, 2))
+    with torch.no_grad():  # every weight code at ±127, 8-bit inputs: Σ|w|·255 > 2^31
+        model[1].weight.copy_(torch.randint(0, 2, (2, 70_000)).float() * 2 - 1)
+    space = SearchSpace(weight_bits=(8,), act_bits=(8,))
+    x = torch.rand(4, 70_000)
+    fixed = build_supernet(model, x, space).harden()
+    with pytest.raises(IntegerOverflowError) as err:
+        export_onnx(fixed, x, tmp_path / "big.onnx")
+    message = str(err.value)
+    assert "'1'" in message and "int32" in message and "\n" not in message
+    assert isinstance(err.value, UserError)
+    assert not (tmp_path / "big.onnx").exists()
+
+
+def test_fixed_point_multipliers_are_precise() -> None:
+    real = np.array([1e-6, 3.7e-3, 0.5, 0.999, 1.0, 7.25, 1234.5])
+    mult, shift = fixed_point(real)
+    assert np.all(mult < 2**MULTIPLIER_BITS) and np.all(mult >= 2 ** (MULTIPLIER_BITS - 1))
+    assert np.all(np.abs(mult / np.exp2(shift) - real) / real < 2.0 ** -(MULTIPLIER_BITS - 1))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_requantizer_floors_or_rounds_like_pact(signed: bool) -> None:
+    grid = ActGrid(bits=8, signed=signed, clip=2.0, inv_scale=(127 if signed else 255) / 2.0)
+    rng = np.random.default_rng(0)
+    real = rng.uniform(1e-5, 1e-2, size=16)
+    acc = rng.integers(-(2**20), 2**20, size=(32, 16, 5))
+    got = requantizer(real, grid).apply(acc, axis=1)
+    exact = acc * real.reshape(1, -1, 1)
+    want = np.round(exact) if signed else np.floor(exact + grid.floor_eps)
+    want = np.clip(want, grid.low, grid.high)
+    # 23-bit multipliers: only values within ~2^-22 (relative) of a rounding edge may differ.
+    assert (got != want).mean() < 1e-3
+    assert np.abs(got - want).max() <= 1
+
+
+def test_bad_variant_and_unfixed_model_are_user_errors(mixed_mnist, tmp_path: Path) -> None:
+    net, fixed, x = mixed_mnist
+    with pytest.raises(UserError, match="variant"):
+        export_onnx(fixed, x, tmp_path / "a.onnx", variant="fp8")
+    with pytest.raises(UserError, match="mpsctl export"):
+        export_onnx(net, x, tmp_path / "b.onnx")
+
+
+def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.delitem(sys.modules, "mpsctl.deploy.onnx_export", raising=False)
+    with pytest.raises(MissingExtraError) as err:
+        importlib.import_module("mpsctl.deploy.onnx_export")
+    assert str(err.value) == (
+        "ONNX export needs the deploy extra: pip install 'mpsctl[deploy]'"
+    )
+
+
+def test_run_onnx_export_from_checkpoints(tmp_path: Path, monkeypatch) -> None:
+    from mpsctl.recipe import recipe_from_dict
+    from mpsctl.stages import state
+    from mpsctl.stages.build import float_model, supernet_for
+
+    monkeypatch.chdir(tmp_path)
+    recipe = recipe_from_dict({
+        "name": "t", "seed": 0, "output_dir": str(tmp_path / "runs" / "t"),
+        "model": {"name": "mnist_cnn"},
+        "data": {"name": "fake", "shape": [1, 28, 28], "size": 64, "val_size": 64,
+                 "batch_size": 32},
+        "search": {"type": "per_channel", "weight_bits": [0, 2, 4, 8], "act_bits": [4, 8],
+                   "cost": {"params_bit": 1.0e-6}, "epochs": 1},
+    })
+    shape = (1, 28, 28)
+    torch.manual_seed(0)
+    net = supernet_for(recipe, _randomize(float_model(recipe)), shape)
+    for _, choice in net.choices():
+        choice.alpha.data = torch.randn_like(choice.alpha)
+    search_ckpt = state.write(tmp_path / "search.pt", state.payload("search", recipe, net, shape))
+    with pytest.raises(CheckpointError, match="mpsctl export"):
+        run_onnx_export(search_ckpt, tmp_path / "x.onnx", "integer")
+    fixed = net.harden()
+    _calibrate(fixed, torch.rand(32, *shape))
+    export_ckpt = state.write(tmp_path / "export.pt", state.payload("export", recipe, fixed,
+                                                                    shape))
+    out = tmp_path / "model.onnx"
+    result = run_onnx_export(export_ckpt, out, "integer")
+    assert result["onnx"] == str(out) and out.exists()
+    assert result["stage"] == "export" and result["variant"] == "integer"
+    assert result["top1_agreement"] >= 0.99 and result["samples"] == 64
+    assert result["onnx_accuracy"] == pytest.approx(result["model_accuracy"], abs=0.02)
+
+
+class _PoolingNet(nn.Module):
+    """ReLU6, padded average pooling, adaptive max pooling: the less common value ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.act1 = nn.ReLU6()
+        self.pool1 = nn.AvgPool2d(3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.pool2 = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.pool1(self.act1(self.conv1(x)))
+        x = self.pool2(torch.relu(self.conv2(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+class _SequenceNet(nn.Module):
+    """Conv1d, max-pool 1d, global average pool 1d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(4, 8, 5, padding=2)
+        self.pool1 = nn.MaxPool1d(2)
+        self.conv2 = nn.Conv1d(8, 8, 3, padding=1, groups=8)
+        self.pool2 = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.pool1(torch.relu(self.conv1(x)))
+        x = self.pool2(torch.relu(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("variant", ["integer", "qdq"])
+@pytest.mark.parametrize("model, shape", [(_PoolingNet, (3, 12, 12)), (_SequenceNet, (4, 32))])
+def test_pooling_and_1d_models_agree(model, shape, variant, tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    x = torch.rand(64, *shape) * torch.rand(64, shape[0], *([1] * (len(shape) - 1)))
+    net = build_supernet(_randomize(model()), x[:2], PER_CHANNEL_A8)
+    for _, choice in net.choices():
+        choice.alpha.data = torch.randn_like(choice.alpha)
+    fixed = net.harden()
+    _calibrate(fixed, x)
+    for _, slot in fixed.activation_slots():  # ReLU6 needs a range within [0, 6]
+        slot.quantizer.clip.data.clamp_(max=6.0)
+    _center_logits(fixed, x)
+    _assert_agrees(export_onnx(fixed, x, tmp_path / "m.onnx", variant), fixed, x)
+
+
+def test_float_only_op_is_named_in_one_line(tmp_path: Path) -> None:
+    class Gated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(torch.sigmoid(self.conv(x)).mean((2, 3)))
+
+    x = torch.rand(4, 3, 8, 8)
+    fixed = build_supernet(Gated(), x, SearchSpace(weight_bits=(8,), act_bits=(8,))).harden()
+    with pytest.raises(UserError, match=r"op 'sigmoid' .* cannot be exported") as err:
+        export_onnx(fixed, x, tmp_path / "g.onnx")
+    assert "\n" not in str(err.value)
