@@ -15,13 +15,19 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from mpsctl.cost.base import LayerGeometry
 from mpsctl.errors import ConversionError
 from mpsctl.quant.modules import make_activation_quantizer, make_weight_quantizer
 from mpsctl.search.choice import PrecisionChoice
-from mpsctl.search.graph import classify, flatten_factor, is_relu, module_path, shape_of
+from mpsctl.search.graph import (
+    ShapeRecorder,
+    classify,
+    flatten_factor,
+    is_relu,
+    module_path,
+    shape_of,
+)
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
 from mpsctl.search.space import SearchSpace
 from mpsctl.search.supernet import Supernet
@@ -109,7 +115,8 @@ class _Converter:
         self.space = space
         self.gm = trace(copy.deepcopy(model).eval())
         try:
-            ShapeProp(self.gm).propagate(example)
+            with torch.no_grad():
+                ShapeRecorder(self.gm).run(example)
         except Exception as exc:
             raise ConversionError(
                 f"the model fails on an input of shape {tuple(example.shape)}: "

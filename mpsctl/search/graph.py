@@ -40,9 +40,20 @@ SHAPE_METHODS = {"size", "dim", "numel"}
 ADD_METHODS = {"add", "add_", "__add__", "__iadd__"}
 
 
+class ShapeRecorder(fx.Interpreter):
+    """Runs the graph once and stores each tensor result's shape in ``node.meta["shape"]``
+    (torch's ShapeProp does the same but pulls in the symbolic-shapes machinery, half a
+    second of imports on every command)."""
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)
+        if isinstance(out, torch.Tensor):
+            n.meta["shape"] = tuple(out.shape)
+        return out
+
+
 def shape_of(node: fx.Node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+    return node.meta.get("shape")
 
 
 def tensor_args(node: fx.Node) -> list[fx.Node]:
