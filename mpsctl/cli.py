@@ -153,15 +153,29 @@ def validate(
 
 
 @app.command()
-def export(ckpt: CkptArg = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Fixed-precision model from a search/refine checkpoint; writes export.pt."""
+def export(
+    ckpt: CkptArg = None,
+    onnx: Annotated[
+        str | None, typer.Option("--onnx", help="Also write an integer ONNX model here.")
+    ] = None,
+    onnx_variant: Annotated[
+        str, typer.Option("--onnx-variant", help="integer (integer-only ops) or qdq.")
+    ] = "integer",
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fixed-precision model from a search/refine checkpoint; writes export.pt.
+
+    With --onnx, also the integer ONNX graph (from a search/refine checkpoint via a fresh
+    export.pt, or directly from an export/finetune checkpoint), verified with onnxruntime.
+    """
 
     def action():
         from mpsctl.stages.common import pick_checkpoint
-        from mpsctl.stages.export import run_export
+        from mpsctl.stages.export import run_export_command
 
         reporter = _reporter(quiet, as_json)
-        return run_export(pick_checkpoint(ckpt, reporter), reporter)
+        return run_export_command(pick_checkpoint(ckpt, reporter), reporter, onnx, onnx_variant)
 
     result = _run(action)
     from mpsctl import views
@@ -235,7 +249,11 @@ def eval_(ckpt: CkptArg = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def report(ckpt: CkptArg = None, as_json: JsonOpt = False) -> None:
+def report(
+    ckpt: CkptArg = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Write PNG plots here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Per-layer precisions, channels and costs (recomputed from the model)."""
 
     def action():
@@ -243,7 +261,14 @@ def report(ckpt: CkptArg = None, as_json: JsonOpt = False) -> None:
         from mpsctl.stages.common import pick_checkpoint
         from mpsctl.stages.evaluate import run_report
 
-        return run_report(pick_checkpoint(ckpt, Reporter()))
+        result = run_report(pick_checkpoint(ckpt, Reporter()))
+        if plot:
+            from pathlib import Path
+
+            from mpsctl.plots import write_plots
+
+            result["plots"] = [str(p) for p in write_plots(result, Path(plot))]
+        return result
 
     result = _run(action)
     from mpsctl import views

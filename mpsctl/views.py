@@ -62,6 +62,8 @@ def show_dry_run(result: dict) -> None:
 
 
 def show_export(result: dict) -> None:
+    if "layers" not in result:  # ONNX of an already exported model
+        return
     _console.print(layer_table(result["layers"], result.get("layer_costs"), "exported model"))
     _console.print(f"validation: {_metrics(result['metrics'])}")
     _console.print(f"cost: {_costs(result['cost'])}")
@@ -95,6 +97,8 @@ def show_report(result: dict) -> None:
         out.print(f"metrics: {_metrics(result['metrics'])}")
     if result.get("lineage"):
         out.print(lineage_table(result["lineage"]))
+    for path in result.get("plots", []):
+        out.print(f"plot: {path}")
 
 
 def lineage_table(lineage: list[dict]) -> Table:

@@ -40,7 +40,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from mpsctl.deploy import ONNX_MISSING, MissingExtraError
 from mpsctl.deploy.integer import (
@@ -56,7 +55,7 @@ from mpsctl.deploy.integer import (
     requantizer,
 )
 from mpsctl.errors import UserError
-from mpsctl.search.graph import classify, is_relu, shape_of
+from mpsctl.search.graph import ShapeRecorder, classify, is_relu, shape_of
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
 from mpsctl.search.supernet import Supernet
 
@@ -172,8 +171,8 @@ class _Exporter:
         self.integer = variant == "integer"
         self.model = copy.deepcopy(model).float().eval()
         self.gm: fx.GraphModule = self.model.net
-        with torch.no_grad():
-            ShapeProp(self.gm).propagate(example[:1].float())
+        with torch.no_grad():  # shapes after pruning, where the graph's are the supernet's
+            ShapeRecorder(self.gm).run(example[:1].float())
         self.modules = dict(self.gm.named_modules())
         self.layer_names = {n for n, m in self.modules.items() if isinstance(m, SearchableLayer)}
         self.slot_names = {id(m): n.removeprefix("act_quants.")

@@ -119,8 +119,12 @@ _RECOMPILE_LIMIT = 64
 
 @functools.cache
 def _compiled(kind: str, key: tuple) -> tuple[Callable, Callable]:
+    import logging
+
     import torch._dynamo
 
+    # On a CPU-only machine torch's extension loader warns that it found no CUDA runtime.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     config = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(config, name):

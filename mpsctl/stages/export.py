@@ -75,3 +75,29 @@ def run_export(path: Path, reporter: Reporter) -> dict[str, Any]:
     return {"checkpoint": str(out), "metrics": metrics, "cost": cost, "check": check,
             "layers": summary.layer_rows(fixed),
             "layer_costs": summary.per_layer_costs(fixed, names)}
+
+
+def run_export_command(
+    path: Path, reporter: Reporter, onnx: str | None = None, variant: str = "integer"
+) -> dict[str, Any]:
+    """`mpsctl export [--onnx FILE]`: export a search/refine checkpoint, and/or write the
+    verified integer ONNX graph of an exported (or fine-tuned) model."""
+    stage = state.read(path)["stage"] if onnx else None
+    if onnx and stage in ("export", "finetune"):
+        from mpsctl.deploy import run_onnx_export
+
+        result = run_onnx_export(Path(path), Path(onnx), variant)
+        reporter.log(_onnx_line(result))
+        return {"checkpoint": str(path), **result}
+    result = run_export(path, reporter)
+    if onnx:
+        from mpsctl.deploy import run_onnx_export
+
+        result["onnx"] = run_onnx_export(Path(result["checkpoint"]), Path(onnx), variant)
+        reporter.log(_onnx_line(result["onnx"]))
+    return result
+
+
+def _onnx_line(result: dict[str, Any]) -> str:
+    return (f"ONNX ({result['variant']}) written to {result['onnx']}: top-1 agreement "
+            f"{result['top1_agreement']:.4f}, max error {result['max_error_lsb']:g} LSB")

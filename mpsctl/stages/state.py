@@ -108,14 +108,19 @@ def rebuild(ckpt: dict[str, Any]) -> tuple[Recipe, Supernet]:
     elif ckpt.get("frozen"):
         for name, choice in net.choices():
             choice.freeze(assignment[name])
-    try:
-        net.load_state_dict(ckpt["model_state"])
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
+    mine = net.state_dict()
+    saved = ckpt["model_state"]
+    missing = [k for k in mine if k not in saved]
+    unexpected = [k for k in saved if k not in mine]
+    shapes = [k for k in mine if k in saved and tuple(mine[k].shape) != tuple(saved[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{what}: {', '.join(keys[:3])}" for what, keys in (
+            ("missing", missing), ("unexpected", unexpected), ("shape differs", shapes)) if keys]
         raise CheckpointError(
-            f"checkpoint state does not fit the model its recipe builds: {first} "
-            "(was the model's code changed since it was written?)"
-        ) from None
+            f"checkpoint state does not fit the model its recipe builds ({'; '.join(parts)}); "
+            "was it written by another mpsctl version or was the model's code changed?"
+        )
+    net.load_state_dict(saved)
     return recipe, net.eval()
 
 
