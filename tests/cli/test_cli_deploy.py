@@ -1,0 +1,31 @@
+"""`mpsctl export --onnx` and `mpsctl report --plot` through the command line."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+
+def test_export_onnx_from_search_checkpoint(cli, recipe, tmp_path):
+    pytest.importorskip("onnxruntime")
+    search = cli.json("search", recipe)
+    out = cli.json("export", search["checkpoint"], "--onnx", tmp_path / "model.onnx")
+    assert out["checkpoint"].endswith("export.pt")
+    assert (tmp_path / "model.onnx").stat().st_size > 1000
+    assert out["onnx"]["top1_agreement"] >= 0.99
+    qdq = cli.json("export", out["checkpoint"], "--onnx", tmp_path / "qdq.onnx",
+                   "--onnx-variant", "qdq")
+    assert qdq["variant"] == "qdq" and qdq["top1_agreement"] >= 0.99
+
+
+def test_report_plot_writes_pngs(cli, recipe, tmp_path):
+    pytest.importorskip("matplotlib")
+    search = cli.json("search", recipe)
+    out = cli.json("report", search["checkpoint"], "--plot", tmp_path / "plots")
+    assert len(out["plots"]) >= 3
+    for path in out["plots"]:
+        data = open(path, "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", data[16:24])
+        assert width > 100 and height > 100
