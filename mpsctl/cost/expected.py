@@ -8,6 +8,7 @@ size where a flatten sits between). 0-bit groups cost nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -28,6 +29,13 @@ def expected_theta(choice: PrecisionChoice) -> Tensor:
 def hard_theta(choice: PrecisionChoice) -> Tensor:
     """One-hot θ of the argmax assignment (what export produces)."""
     return choice.one_hot().to(_device(choice))
+
+
+@functools.lru_cache(maxsize=256)
+def _bits_tensor(bits: tuple[int, ...], device: torch.device) -> Tensor:
+    """Candidate precisions as a float tensor, built once per (bits, device): the cost is
+    evaluated every step and should not rebuild constants."""
+    return torch.tensor(bits, dtype=torch.float32, device=device)
 
 
 def _device(choice: PrecisionChoice) -> torch.device:
@@ -56,8 +64,8 @@ def layer_cost(
     theta_w = theta_fn(choice)
     theta_in = theta_fn(slot.choice)
     device = theta_w.device
-    p_w = torch.tensor(choice.bits, dtype=torch.float32, device=device)
-    p_in = torch.tensor(slot.bits, dtype=torch.float32, device=device).unsqueeze(1)
+    p_w = _bits_tensor(choice.bits, device)
+    p_in = _bits_tensor(slot.bits, device).unsqueeze(1)
     producer = cin_source[0] if cin_source is not None else None
     if producer is None or not (producer.per_channel and producer.can_prune):
         # A producer that cannot prune (e.g. a per-layer choice, whose ``channels`` is None)

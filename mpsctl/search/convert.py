@@ -289,6 +289,7 @@ class _Converter:
         self._replace_layers(layer_nodes, weights, choices)
         self._insert_slots(slots, owners, pre_quantized, slot_modules, pre_slots)
         self._attach(layer_nodes, weights, choices)
+        self._drop_redundant_relus()
         graph.lint()
         self.gm.delete_all_unused_submodules()  # folded BatchNorms must not linger as params
         self.gm.recompile()
@@ -465,12 +466,33 @@ class _Converter:
                     cin_source = (choices[weights.find(src)], factor)
             layer.attach(choices[weights.find(n)], self._input_slot(n), cin_source)
 
+    def _drop_redundant_relus(self) -> None:
+        """A ReLU right after an unsigned quantizer changes nothing (its input is ≥ 0 by
+        construction), so it is removed: one pass forward and one backward saved per layer."""
+        graph = self.gm.graph
+        for node in list(graph.nodes):
+            if not (node.op == "call_module" and self.kind(node) == "quant"):
+                continue
+            if self.modules[str(node.target)].quantizer.signed:
+                continue
+            for user in list(node.users):
+                plain_relu = is_relu(user, self.modules) and not _is_relu6(user, self.modules)
+                if plain_relu and user.all_input_nodes == [node] and not user.kwargs:
+                    user.replace_all_uses_with(node)
+                    graph.erase_node(user)
+
     def _input_slot(self, node: fx.Node) -> ActivationSlot:
         """The quantizer whose output reaches ``node`` (walking back over value ops)."""
         src = node.args[0]
         while self.kind(src) != "quant":
             src = src.all_input_nodes[0]
         return self.modules[str(src.target)]
+
+
+def _is_relu6(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), nn.ReLU6)
+    return node.op == "call_function" and node.target is torch.nn.functional.relu6
 
 
 class _NameOnly:
