@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,26 @@ def _check_constant(path: Path, key: str, value: Any) -> None:
         raise UserError(f"{path}: NE16 constant {key!r} must be {kind} integer, got {value!r}")
 
 
+_selected: dict[str, NE16Constants] = {}
+
+
+def use_constants(path: str | Path | None) -> None:
+    """Make the constants in ``path`` (None: the shipped ones) the module-wide default, so a
+    recipe's ``search.ne16_target`` reaches the search cost, refine and reports."""
+    _selected.clear()
+    if path is not None:
+        _selected["active"] = load_ne16_constants(path)
+
+
 @functools.cache
+def _shipped_constants() -> NE16Constants:
+    return load_ne16_constants(os.environ.get("MPSCTL_NE16_TARGET") or None)
+
+
 def default_constants() -> NE16Constants:
-    """The module-wide constants, read once on first use."""
-    return load_ne16_constants()
+    """The module-wide constants: a recipe's target file, else ``MPSCTL_NE16_TARGET``, else
+    ``configs/targets/ne16.yaml`` (read once on first use)."""
+    return _selected.get("active") or _shipped_constants()
 
 
 # --------------------------------------------------------------------------- integer helpers

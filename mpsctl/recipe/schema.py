@@ -268,6 +268,9 @@ class SearchConfig(Section):
     act_clip: PositiveFloat = 6.0
     input_signed: Bool = False
     compile: Bool = True
+    #: YAML file of NE16 constants (a copy of configs/targets/ne16.yaml describing a variant
+    #: of the engine); None uses the shipped constants.
+    ne16_target: str | None = None
 
     @field_validator("cost")
     @classmethod

@@ -126,7 +126,9 @@ def check_classes(model: nn.Module, input_shape: tuple[int, ...], num_classes: i
 
 def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...]) -> Supernet:
     """The supernet of ``model``; ``search.compile: false`` selects the eager quantizers."""
+    from mpsctl.cost.ne16 import use_constants
     from mpsctl.quant.fused import set_fused
 
     set_fused(recipe.search.compile)
+    use_constants(recipe.search.ne16_target)
     return build_supernet(model, example_input(input_shape), search_space(recipe))

@@ -106,3 +106,24 @@ def test_ne16_with_4_bit_activations_is_refused_before_training(cli, tmp_path):
     result = cli("search", path)
     assert result.exit_code == 2 and "ne16" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_ne16_target_file_describes_an_engine_variant(cli, tmp_path):
+    import yaml
+
+    from mpsctl.cost.ne16 import DEFAULT_CONSTANTS_PATH
+
+    variant = yaml.safe_load(DEFAULT_CONSTANTS_PATH.read_text())
+    variant["stream_out"] = variant["stream_out"] + 1000
+    target = tmp_path / "ne16-slow-stream.yaml"
+    target.write_text(yaml.safe_dump(variant))
+    stock = write_recipe(tmp_path, name="stock", search={"cost": {"ne16": 1e-6}})
+    slow = write_recipe(tmp_path, name="slow",
+                        search={"cost": {"ne16": 1e-6}, "ne16_target": str(target)})
+    base = cli.json("search", stock, "--dry-run")["cost"]["ne16"]
+    changed = cli.json("search", slow, "--dry-run")["cost"]["ne16"]
+    assert changed > base
+    bad = write_recipe(tmp_path, name="bad",
+                       search={"cost": {"ne16": 1e-6}, "ne16_target": str(tmp_path / "x.yaml")})
+    result = cli("search", bad, "--dry-run")
+    assert result.exit_code == 2 and "x.yaml" in result.stderr
