@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-_console = Console(stderr=True, highlight=False)
+
+def _width(stream) -> int | None:
+    """Terminal width on a terminal; wide enough for the tables when piped or logged."""
+    return None if stream.isatty() else 140
+
+
+_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 
 def _bits(value: Any) -> str:
@@ -89,7 +96,7 @@ def show_eval(result: dict) -> None:
 
 
 def show_report(result: dict) -> None:
-    out = Console(highlight=False)
+    out = Console(highlight=False, width=_width(sys.stdout))
     out.print(layer_table(result["layers"], result.get("layer_costs"),
                           f"{result['stage']} checkpoint"))
     out.print(f"cost: {_costs(result['cost'])}")
