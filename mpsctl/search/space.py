@@ -54,11 +54,23 @@ class SearchSpace:
         )
 
     def override_for(self, name: str) -> LayerOverride | None:
-        """The last override whose pattern matches ``name`` (later entries win)."""
+        """Every override whose pattern matches ``name``, merged field by field (a later
+        entry wins only for the fields it sets; options are merged key by key)."""
         found = None
-        for override in self.overrides:
-            if override.matches(name):
-                found = override
+        for o in self.overrides:
+            if not o.matches(name):
+                continue
+            if found is None:
+                found = o
+                continue
+            found = LayerOverride(
+                pattern=o.pattern,
+                weight_bits=o.weight_bits if o.weight_bits is not None else found.weight_bits,
+                act_bits=o.act_bits if o.act_bits is not None else found.act_bits,
+                weight_quantizer=o.weight_quantizer or found.weight_quantizer,
+                act_quantizer=o.act_quantizer or found.act_quantizer,
+                options={**found.options, **o.options},
+            )
         return found
 
     def weight_bits_for(self, name: str) -> tuple[tuple[int, ...], bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import write_recipe
 
@@ -127,3 +128,19 @@ def test_ne16_target_file_describes_an_engine_variant(cli, tmp_path):
                        search={"cost": {"ne16": 1e-6}, "ne16_target": str(tmp_path / "x.yaml")})
     result = cli("search", bad, "--dry-run")
     assert result.exit_code == 2 and "x.yaml" in result.stderr
+
+
+@pytest.mark.slow
+def test_finetune_keeps_or_improves_accuracy_on_mnist5k(cli, tmp_path):
+    path = write_recipe(
+        tmp_path, name="mnist",
+        data={"name": "mnist5k", "batch_size": 64, "shape": None, "val_size": None, "size": None},
+        warmup={"epochs": 2, "optimizer": {"name": "adam", "lr": 3.0e-3}}, search={"epochs": 2, "cost": {"params_bit": 5.0e-6},
+                                      "temperature": {"start": 1.0, "decay": 0.5}},
+        finetune={"epochs": 2, "optimizer": {"name": "adam", "lr": 1.0e-3}},
+    )
+    search = cli.json("search", path)
+    export = cli.json("export", search["checkpoint"])
+    finetune = cli.json("finetune", export["checkpoint"])
+    assert finetune["metrics"]["accuracy"] >= export["metrics"]["accuracy"]
+    assert finetune["metrics"]["accuracy"] > 0.5  # real digits, learnt

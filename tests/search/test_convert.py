@@ -485,3 +485,15 @@ def test_arch_and_weight_parameters_partition_the_parameters():
     net.set_temperature(0.3)
     net.set_mode("gumbel")
     assert all(c.temperature == 0.3 and c.mode == "gumbel" for _, c in net.choices())
+
+
+def test_overrides_merge_field_by_field():
+    from mpsctl.search.space import LayerOverride, SearchSpace
+
+    space = SearchSpace(overrides=(
+        LayerOverride("conv1", weight_bits=(8,)),
+        LayerOverride("conv*", act_bits=(4, 8)),
+    ))
+    assert space.weight_bits_for("conv1") == ((8,), True)
+    assert space.act_bits_for("conv1") == ((4, 8), True)
+    assert space.weight_bits_for("conv2") == ((2, 4, 8), False)
