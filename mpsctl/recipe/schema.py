@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -225,6 +226,9 @@ class TemperatureConfig(Section):
 
     start: PositiveFloat = 1.0
     decay: NonNegativeFloat = 0.045
+    #: Temperature at the last search epoch; when set, the decay is derived from it and the
+    #: number of epochs (so changing search.epochs keeps the schedule's end point).
+    end: PositiveFloat | None = None
     min: NonNegativeFloat = 0.0
     mode: Literal["softmax", "gumbel", "hard"] = "softmax"
 
@@ -234,7 +238,17 @@ class TemperatureConfig(Section):
             raise problems(
                 [(("min",), f"{self.min} is above start {self.start} (must be <= start)")]
             )
+        if self.end is not None and self.end > self.start:
+            raise problems(
+                [(("end",), f"{self.end} is above start {self.start} (must be <= start)")]
+            )
         return self
+
+    def decay_for(self, epochs: int) -> float:
+        """Per-epoch decay: ``decay``, or the one that reaches ``end`` at the last epoch."""
+        if self.end is None:
+            return self.decay
+        return math.log(self.start / self.end) / max(epochs - 1, 1)
 
 
 class LayerOverride(Section):

@@ -149,7 +149,7 @@ def _save_warmup(recipe: Recipe, model, loop_state: dict, path: Path) -> None:
 
 def _temperature(recipe: Recipe, epoch: int) -> float:
     t = recipe.search.temperature
-    return temperature_at(epoch, t.start, t.decay, t.min)
+    return temperature_at(epoch, t.start, t.decay_for(recipe.search.epochs), t.min)
 
 
 def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last, shape, fp32):

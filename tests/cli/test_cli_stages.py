@@ -135,8 +135,9 @@ def test_finetune_keeps_or_improves_accuracy_on_mnist5k(cli, tmp_path):
     path = write_recipe(
         tmp_path, name="mnist",
         data={"name": "mnist5k", "batch_size": 64, "shape": None, "val_size": None, "size": None},
-        warmup={"epochs": 2, "optimizer": {"name": "adam", "lr": 3.0e-3}}, search={"epochs": 2, "cost": {"params_bit": 5.0e-6},
-                                      "temperature": {"start": 1.0, "decay": 0.5}},
+        warmup={"epochs": 2, "optimizer": {"name": "adam", "lr": 3.0e-3}},
+        search={"epochs": 2, "cost": {"params_bit": 5.0e-6},
+                "temperature": {"start": 1.0, "end": 0.5}},
         finetune={"epochs": 2, "optimizer": {"name": "adam", "lr": 1.0e-3}},
     )
     search = cli.json("search", path)

@@ -297,3 +297,15 @@ def test_every_problem_is_reported_at_once_on_one_line() -> None:
 def test_python_callers_get_a_pydantic_error() -> None:
     with pytest.raises(ValidationError, match="duplicate precision 4"):
         schema.SearchConfig(weight_bits=[4, 4])
+
+
+def test_temperature_end_sets_the_decay_from_the_epochs():
+    import math
+
+    from mpsctl.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"model": {"name": "mnist_cnn"},
+                               "search": {"epochs": 11,
+                                          "temperature": {"start": 2.0, "end": 0.02}}})
+    decay = recipe.search.temperature.decay_for(recipe.search.epochs)
+    assert math.isclose(2.0 * math.exp(-decay * 10), 0.02)
