@@ -10,5 +10,8 @@ start=$(date +%s)
 search_ckpt=$("$MPSCTL" search "$recipe" "$@" | tail -n 1)
 export_ckpt=$("$MPSCTL" export "$search_ckpt" | tail -n 1)
 final_ckpt=$("$MPSCTL" finetune "$export_ckpt" | tail -n 1)
-"$MPSCTL" report "$final_ckpt"
+run_dir=$(dirname "$final_ckpt")
+"$MPSCTL" export "$final_ckpt" --onnx "$run_dir/model.onnx" > /dev/null
+"$MPSCTL" report "$final_ckpt" --plot "$run_dir/plots"
+echo "integer ONNX model: $run_dir/model.onnx"
 echo "quickstart finished in $(( $(date +%s) - start )) s: $final_ckpt"
