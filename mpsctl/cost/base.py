@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from mpsctl.registry import Registry
+
 #: A cost model evaluates ``f(p_in, p_w, cin, cout)`` for every pair of candidate input
 #: precision ``p_in`` (shape ``(n_in, 1)``) and weight precision ``p_w`` (shape ``(1, n_w)``),
 #: with ``cin`` the (possibly fractional) effective input channel count and ``cout`` the
@@ -40,33 +42,22 @@ class LayerGeometry:
         return self.out_hw[0] * self.out_hw[1]
 
 
-_COSTS: dict[str, LayerCostFn] = {}
+COSTS: Registry[LayerCostFn] = Registry("cost model")
 
 
 def register_cost(name: str) -> Callable[[LayerCostFn], LayerCostFn]:
     """Decorator that makes a layer cost function available to recipes under ``name``."""
-
-    def decorate(fn: LayerCostFn) -> LayerCostFn:
-        if name in _COSTS:
-            raise ValueError(f"cost model {name!r} registered twice")
-        _COSTS[name] = fn
-        return fn
-
-    return decorate
+    return COSTS.register(name)
 
 
 def get_cost(name: str) -> LayerCostFn:
     _load_builtin_costs()
-    try:
-        return _COSTS[name]
-    except KeyError:
-        known = ", ".join(available_costs())
-        raise KeyError(f"unknown cost model {name!r}; available: {known}") from None
+    return COSTS.get(name)
 
 
 def available_costs() -> list[str]:
     _load_builtin_costs()
-    return sorted(_COSTS)
+    return COSTS.names()
 
 
 def _load_builtin_costs() -> None:

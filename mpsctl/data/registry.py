@@ -8,7 +8,6 @@ before the factory runs and every factory only validates values.
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from mpsctl.errors import DataError
+from mpsctl.registry import Registry
 
 
 @dataclass
@@ -34,24 +34,17 @@ class DataBundle:
 
 DatasetFactory = Callable[..., DataBundle]
 
-_DATASETS: dict[str, DatasetFactory] = {}
+DATASETS: Registry[DatasetFactory] = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
     """Decorator that makes ``factory(seed, **options)`` available to recipes as ``name``."""
-
-    def decorate(factory: DatasetFactory) -> DatasetFactory:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} registered twice")
-        _DATASETS[name] = factory
-        return factory
-
-    return decorate
+    return DATASETS.register(name)
 
 
 def available_datasets(pattern: str = "*") -> list[str]:
     """Registered dataset names matching the shell-style ``pattern`` (``"mnist*"``), sorted."""
-    return sorted(fnmatch.filter(_DATASETS, pattern))
+    return DATASETS.names(pattern)
 
 
 def dataset_options(name: str) -> dict[str, Any]:
@@ -79,14 +72,12 @@ def build_datasets(name: str, options: dict[str, Any], seed: int) -> DataBundle:
 
 
 def _lookup(name: str) -> DatasetFactory:
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        names = available_datasets()
+    if name not in DATASETS:
         raise DataError(
-            f"data.name: unknown dataset {name!r}{_did_you_mean(name, names)}; "
-            f"available: {', '.join(names)}"
-        ) from None
+            f"data.name: unknown dataset {name!r}{DATASETS.did_you_mean(name)}; "
+            f"available: {', '.join(available_datasets())}"
+        )
+    return DATASETS.get(name)
 
 
 def _did_you_mean(word: str, choices: Any) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import fnmatch
 import inspect
 import re
 from collections.abc import Callable, Iterable
@@ -15,10 +14,11 @@ from typing import Any
 from torch import nn
 
 from mpsctl.errors import ModelError
+from mpsctl.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
 
-_MODELS: dict[str, ModelFactory] = {}
+MODELS: Registry[ModelFactory] = Registry("model")
 #: TypeError texts that name the offending keyword argument.
 _KWARG_IN_ERROR = re.compile(
     r"(?:unexpected keyword argument|required (?:positional |keyword-only )?argument:?) '(\w+)'"
@@ -27,14 +27,7 @@ _KWARG_IN_ERROR = re.compile(
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator that makes ``factory(**kwargs) -> nn.Module`` available as ``name``."""
-
-    def decorate(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        _MODELS[name] = factory
-        return factory
-
-    return decorate
+    return MODELS.register(name)
 
 
 def available_models(pattern: str = "*") -> list[str]:
@@ -42,7 +35,7 @@ def available_models(pattern: str = "*") -> list[str]:
 
     ``torchvision:NAME`` and ``module:attr`` models are not listed.
     """
-    return sorted(fnmatch.filter(_MODELS, pattern))
+    return MODELS.names(pattern)
 
 
 def build_model(
@@ -143,11 +136,9 @@ def _check_kwargs(name: str, factory: Any, kwargs: dict[str, Any]) -> None:
 
 
 def _lookup(name: str) -> ModelFactory:
-    try:
-        return _MODELS[name]
-    except KeyError:
-        names = available_models()
+    if name not in MODELS:
         raise ModelError(
-            f"model.name: unknown model {name!r}{did_you_mean(name, names)}; available: "
-            f"{', '.join(names)}, or torchvision:NAME, or package.module:attr"
-        ) from None
+            f"model.name: unknown model {name!r}{MODELS.did_you_mean(name)}; available: "
+            f"{', '.join(available_models())}, or torchvision:NAME, or package.module:attr"
+        )
+    return MODELS.get(name)
