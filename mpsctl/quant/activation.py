@@ -86,14 +86,18 @@ class MixedPACTQuantize(torch.autograd.Function):
     ) -> Tensor:
         ctx.save_for_backward(x, clip, theta)
         ctx.key = (tuple(bits), signed)
-        return fused.call("pact", ctx.key, 0, x, clip, theta)
+        # Pointwise: run on a flat view, so one compiled kernel serves every tensor shape.
+        flat = x.contiguous().reshape(-1)
+        return fused.call("pact", ctx.key, 0, flat, clip, theta).reshape(x.shape)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, clip, theta = ctx.saved_tensors
         grad_x, grad_clip, grad_theta = fused.call(
-            "pact", ctx.key, 1, grad.contiguous(), x, clip, theta
+            "pact", ctx.key, 1, grad.contiguous().reshape(-1), x.contiguous().reshape(-1),
+            clip, theta,
         )
+        grad_x = grad_x.reshape(x.shape)
         grad_theta = grad_theta if ctx.needs_input_grad[2] else None
         return grad_x, grad_clip.reshape(clip.shape), grad_theta, None, None
 

@@ -129,6 +129,14 @@ def _compiled(kind: str, key: tuple) -> tuple[Callable, Callable]:
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(config, name):
             setattr(config, name, max(getattr(config, name), _RECOMPILE_LIMIT))
+    # Sizes that happen to be equal (3 candidates, 3 input channels, a 3×3 kernel) must not
+    # be assumed equal, or every new layer shape compiles again.
+    try:
+        import torch.fx.experimental._config as fx_config
+
+        fx_config.use_duck_shape = False
+    except (ImportError, AttributeError):
+        pass
     bodies = _pact_bodies(*key) if kind == "pact" else _minmax_bodies(*key)
     return tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in bodies)
 

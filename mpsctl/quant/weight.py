@@ -70,13 +70,19 @@ class MixedMinMaxQuantize(torch.autograd.Function):
         absmax = channel_absmax(weight) if absmax is None else absmax
         ctx.save_for_backward(weight, theta, absmax)
         ctx.key = (tuple(bits), theta.dim() == 2)
-        return fused.call("minmax", ctx.key, 0, weight, theta, absmax)
+        # As (Cout, everything else): one compiled kernel serves conv and linear weights.
+        flat = weight.contiguous().reshape(weight.shape[0], -1)
+        return fused.call("minmax", ctx.key, 0, flat, theta, absmax).reshape(weight.shape)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         weight, theta, absmax = ctx.saved_tensors
-        grad_w, grad_theta = fused.call("minmax", ctx.key, 1, grad.contiguous(), weight,
-                                        theta, absmax)
+        rows = weight.shape[0]
+        grad_w, grad_theta = fused.call(
+            "minmax", ctx.key, 1, grad.contiguous().reshape(rows, -1),
+            weight.contiguous().reshape(rows, -1), theta, absmax,
+        )
+        grad_w = grad_w.reshape(weight.shape)
         return grad_w, grad_theta if ctx.needs_input_grad[1] else None, None, None
 
 
