@@ -86,18 +86,14 @@ class MixedPACTQuantize(torch.autograd.Function):
     ) -> Tensor:
         ctx.save_for_backward(x, clip, theta)
         ctx.key = (tuple(bits), signed)
-        # Pointwise: run on a flat view, so one compiled kernel serves every tensor shape.
-        flat = x.contiguous().reshape(-1)
-        return fused.call("pact", ctx.key, 0, flat, clip, theta).reshape(x.shape)
+        return fused.call("pact", ctx.key, 0, x, clip, theta)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, clip, theta = ctx.saved_tensors
         grad_x, grad_clip, grad_theta = fused.call(
-            "pact", ctx.key, 1, grad.contiguous().reshape(-1), x.contiguous().reshape(-1),
-            clip, theta,
+            "pact", ctx.key, 1, grad.contiguous(), x, clip, theta
         )
-        grad_x = grad_x.reshape(x.shape)
         grad_theta = grad_theta if ctx.needs_input_grad[2] else None
         return grad_x, grad_clip.reshape(clip.shape), grad_theta, None, None
 
@@ -110,5 +106,10 @@ def pact_quantize(x: Tensor, clip: Tensor, bits: int, signed: bool = False) -> T
 def mixed_pact_quantize(
     x: Tensor, clip: Tensor, theta: Tensor, bits: Sequence[int], signed: bool = False
 ) -> Tensor:
-    """Expected fake-quantized activation under choice weights ``theta`` (one per precision)."""
-    return MixedPACTQuantize.apply(x, clip, theta, tuple(bits), signed)
+    """Expected fake-quantized activation under choice weights ``theta`` (one per precision).
+
+    The function runs on a flat view (it is pointwise), so one compiled kernel serves every
+    tensor shape; the reshape back happens outside it, so in-place ops after it are safe.
+    """
+    flat = MixedPACTQuantize.apply(x.reshape(-1), clip, theta, tuple(bits), signed)
+    return flat.reshape(x.shape)

@@ -70,19 +70,14 @@ class MixedMinMaxQuantize(torch.autograd.Function):
         absmax = channel_absmax(weight) if absmax is None else absmax
         ctx.save_for_backward(weight, theta, absmax)
         ctx.key = (tuple(bits), theta.dim() == 2)
-        # As (Cout, everything else): one compiled kernel serves conv and linear weights.
-        flat = weight.contiguous().reshape(weight.shape[0], -1)
-        return fused.call("minmax", ctx.key, 0, flat, theta, absmax).reshape(weight.shape)
+        return fused.call("minmax", ctx.key, 0, weight, theta, absmax)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         weight, theta, absmax = ctx.saved_tensors
-        rows = weight.shape[0]
         grad_w, grad_theta = fused.call(
-            "minmax", ctx.key, 1, grad.contiguous().reshape(rows, -1),
-            weight.contiguous().reshape(rows, -1), theta, absmax,
+            "minmax", ctx.key, 1, grad.contiguous(), weight, theta, absmax
         )
-        grad_w = grad_w.reshape(weight.shape)
         return grad_w, grad_theta if ctx.needs_input_grad[1] else None, None, None
 
 
@@ -96,5 +91,10 @@ def minmax_quantize(
 def mixed_minmax_quantize(
     weight: Tensor, theta: Tensor, bits: Sequence[int], absmax: Tensor | None = None
 ) -> Tensor:
-    """Expected fake-quantized weights under choice weights ``theta``."""
-    return MixedMinMaxQuantize.apply(weight, theta, tuple(bits), absmax)
+    """Expected fake-quantized weights under choice weights ``theta``.
+
+    Runs on the ``(Cout, everything else)`` view, so one compiled kernel serves conv and
+    linear weights of every shape.
+    """
+    flat = weight.reshape(weight.shape[0], -1)
+    return MixedMinMaxQuantize.apply(flat, theta, tuple(bits), absmax).reshape(weight.shape)

@@ -223,7 +223,7 @@ def test_mixed_pact_saves_one_input_not_n_copies():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         mixed_pact_quantize(x, c, theta, (2, 3, 4, 6, 8))
-    big = [s for s in saved if s == x.shape]
+    big = [s for s in saved if s.numel() == x.numel()]  # saved as a flat view
     assert len(big) == 1, saved
 
 
