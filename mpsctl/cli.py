@@ -72,7 +72,7 @@ def _emit(
         typer.echo(json.dumps(result, default=_jsonable))
         return
     if not quiet:
-        human(result)
+        _run(lambda: human(result))  # a rendering bug still ends in one line, not a trace-back
     if "checkpoint" in result:
         typer.echo(result["checkpoint"])
 

@@ -17,6 +17,10 @@ def test_export_onnx_from_search_checkpoint(cli, recipe, tmp_path):
     qdq = cli.json("export", out["checkpoint"], "--onnx", tmp_path / "qdq.onnx",
                    "--onnx-variant", "qdq")
     assert qdq["variant"] == "qdq" and qdq["top1_agreement"] >= 0.99
+    human = cli("export", out["checkpoint"], "--onnx", tmp_path / "again.onnx")
+    assert human.exit_code == 0, human.stderr
+    assert "top-1 agreement" in human.stderr and "Traceback" not in human.stderr
+    assert human.stdout.strip().splitlines()[-1].endswith("export.pt")
 
 
 def test_report_plot_writes_pngs(cli, recipe, tmp_path):
