@@ -72,11 +72,10 @@ class _ModuleTracer(fx.Tracer):
         self.path: list[str] = []
 
     def call_module(self, m, forward, args, kwargs):
+        # Pushed on entry and popped only on success: after a failure the innermost module
+        # being traced is the last entry.
         self.path.append(self.path_of_module(m))
-        try:
-            out = super().call_module(m, forward, args, kwargs)
-        except Exception:
-            raise
+        out = super().call_module(m, forward, args, kwargs)
         self.path.pop()
         return out
 

@@ -66,15 +66,13 @@ def refine_supernet(net: Supernet) -> tuple[list[str], list[str]]:
                        for layer, cin in zip(layers, cins, strict=True))
 
         before = choice.assignment()
-        logits = choice.alpha.detach() if choice.alpha is not None else _one_hot_logits(choice)
+        # A refined (frozen) choice has no logits left; its one-hot serves, and a second
+        # refine finds nothing to move anyway.
+        logits = choice.alpha.detach() if choice.alpha is not None else choice.one_hot()
         after = refine_channel_assignment(before, choice.bits, logits, latency)
         choice.freeze(after)
         refined.append(name)
     return refined, skipped
-
-
-def _one_hot_logits(choice):
-    return choice.one_hot()
 
 
 def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
