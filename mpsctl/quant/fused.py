@@ -77,6 +77,52 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool):
     return forward, backward
 
 
+def _pact_eager_bodies(bits: tuple[int, ...], signed: bool):
+    """The same computation for the eager path, written to touch each tensor fewer times:
+    one scratch buffer per call, updated in place, and dot products instead of temporaries
+    (the inputs are flat, see ``mixed_pact_quantize``)."""
+
+    def quantize_into(buf: Tensor, xc: Tensor, clip: Tensor, p: int) -> Tensor:
+        levels = _levels(p, signed)
+        s = levels / clip
+        torch.mul(xc, s, out=buf)
+        if signed:
+            buf.round_()
+        else:
+            buf.add_(_FLOOR_EPS * max(1.0, levels / 255)).floor_()
+        return buf.div_(s)
+
+    def clipped(x: Tensor, clip: Tensor) -> Tensor:
+        return torch.clamp(x, min=-clip if signed else torch.zeros_like(clip), max=clip)
+
+    def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
+        xc = clipped(x, clip)
+        buf = torch.empty_like(x)
+        out = torch.mul(quantize_into(buf, xc, clip, bits[0]), theta[0])
+        for i in range(1, len(bits)):
+            out.addcmul_(quantize_into(buf, xc, clip, bits[i]), theta[i])
+        return out
+
+    def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor):
+        mass = theta.sum()
+        above = x >= clip
+        below = x <= -clip if signed else x <= 0
+        zero = grad.new_zeros(())
+        grad_x = torch.where(above.logical_or(below), zero, grad).mul_(mass)
+        grad_clip = torch.where(above, grad, zero).sum()
+        if signed:
+            grad_clip = grad_clip - torch.where(below, grad, zero).sum()
+        xc = clipped(x, clip)
+        buf = torch.empty_like(x)
+        flat_grad = grad.reshape(-1)
+        grad_theta = torch.stack(
+            [torch.dot(flat_grad, quantize_into(buf, xc, clip, p).reshape(-1)) for p in bits]
+        )
+        return grad_x, grad_clip * mass, grad_theta
+
+    return forward, backward
+
+
 def _minmax_bodies(bits: tuple[int, ...], per_channel: bool):
     def quantize(weight: Tensor, absmax: Tensor, p: int) -> Tensor:
         view = (-1,) + (1,) * (weight.dim() - 1)
@@ -143,7 +189,7 @@ def _compiled(kind: str, key: tuple) -> tuple[Callable, Callable]:
 
 @functools.cache
 def _eager(kind: str, key: tuple) -> tuple[Callable, Callable]:
-    return _pact_bodies(*key) if kind == "pact" else _minmax_bodies(*key)
+    return _pact_eager_bodies(*key) if kind == "pact" else _minmax_bodies(*key)
 
 
 def bodies(kind: str, key: tuple) -> tuple[Callable, Callable]:
