@@ -166,8 +166,7 @@ def export(
 ) -> None:
     """Fixed-precision model from a search/refine checkpoint; writes export.pt.
 
-    With --onnx, also the integer ONNX graph (from a search/refine checkpoint via a fresh
-    export.pt, or directly from an export/finetune checkpoint), verified with onnxruntime.
+    With --onnx, also writes the integer ONNX graph, verified with onnxruntime.
     """
 
     def action():
