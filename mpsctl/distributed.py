@@ -93,11 +93,6 @@ def ranks_agree(tensors: list[Tensor]) -> bool:
     return all(torch.equal(gathered[0], g) for g in gathered[1:])
 
 
-def barrier() -> None:
-    if _CONTEXT.enabled:
-        dist.barrier()
-
-
 def shutdown() -> None:
     if _CONTEXT.enabled and dist.is_initialized():
         dist.destroy_process_group()

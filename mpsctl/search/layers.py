@@ -91,6 +91,24 @@ class SearchableLayer(nn.Module):
         self.__dict__["input_slot"] = input_slot
         self.__dict__["cin_source"] = cin_source
 
+    def kept_out_channels(self) -> int:
+        """Output channels this layer keeps at the current assignment."""
+        choice: PrecisionChoice = self.choice
+        if choice.per_channel and choice.can_prune:
+            return int((choice.assignment() != 0).sum())
+        return self.geometry.cout
+
+    def kept_in_channels(self) -> int:
+        """Input channels (features, after a flatten) it reads at the current assignment."""
+        if self.geometry.kind == "depthwise":
+            return self.kept_out_channels()
+        if self.cin_source is None:
+            return self.geometry.cin
+        producer, factor = self.cin_source
+        if producer.per_channel and producer.can_prune:
+            return int((producer.assignment() != 0).sum()) * factor
+        return self.geometry.cin
+
     def _weight_absmax(self) -> Tensor | None:
         """Per-channel ``max|W|`` over the input channels the producer keeps, when it prunes
         some (so the supernet quantizes exactly as the exported layer will); else None."""

@@ -21,16 +21,6 @@ from mpsctl.stages import state, summary
 TARGETS = ("ne16",)
 
 
-def _input_channels(layer) -> int:
-    """Integer input channels a layer reads at the current assignment."""
-    if layer.cin_source is None:
-        return layer.geometry.cin
-    producer, factor = layer.cin_source
-    if producer.per_channel and producer.can_prune:
-        return int((producer.assignment() != 0).sum()) * factor
-    return (producer.channels or layer.geometry.cin // factor) * factor
-
-
 def layer_cycles(net: Supernet) -> dict[str, int]:
     """Exact NE16 cycles of every layer at the current (argmax or frozen) assignment."""
     out = {}
@@ -41,7 +31,7 @@ def layer_cycles(net: Supernet) -> dict[str, int]:
             counts = channel_counts(index, choice.bits)
         else:
             counts = {choice.bits[int(index)]: layer.geometry.cout}
-        out[name] = ne16_layer_cycles(layer.geometry, counts, _input_channels(layer))
+        out[name] = ne16_layer_cycles(layer.geometry, counts, layer.kept_in_channels())
     return out
 
 
@@ -59,7 +49,7 @@ def refine_supernet(net: Supernet) -> tuple[list[str], list[str]]:
                 skipped.append(name)
             continue
         layers = members.get(id(choice), [])
-        cins = [_input_channels(layer) for layer in layers]
+        cins = [layer.kept_in_channels() for layer in layers]
 
         def latency(counts: dict[int, int], layers=layers, cins=cins) -> int:
             return sum(ne16_layer_cycles(layer.geometry, counts, cin)

@@ -5,19 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mpsctl.checkpoint import load_checkpoint, save_checkpoint
 from mpsctl.errors import CheckpointError
 from mpsctl.recipe import Recipe, recipe_from_dict, recipe_to_dict
 from mpsctl.search.supernet import Supernet
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
 def payload(

@@ -19,12 +19,6 @@ def _chosen_bits(choice: PrecisionChoice) -> int | list[int]:
     return [b for b in bits if b != 0]
 
 
-def _kept(choice: PrecisionChoice, total: int) -> int:
-    if choice.per_channel and choice.can_prune:
-        return int((choice.assignment() != 0).sum())
-    return total
-
-
 def layer_rows(net: Supernet, candidates: bool = False) -> list[dict[str, Any]]:
     """One row per searchable layer: chosen precisions (or the candidates) and channels."""
     rows = []
@@ -38,13 +32,8 @@ def layer_rows(net: Supernet, candidates: bool = False) -> list[dict[str, Any]]:
         else:
             w_bits = _chosen_bits(choice)
             a_bits = slot.bits[int(slot.choice.assignment())]
-            cout = _kept(choice, g.cout)
-            cin = g.cin
-            if g.kind == "depthwise":
-                cin = cout
-            elif layer.cin_source is not None:
-                producer, factor = layer.cin_source
-                cin = _kept(producer, producer.channels or g.cin // factor) * factor
+            cout = layer.kept_out_channels()
+            cin = layer.kept_in_channels()
         rows.append({
             "name": name,
             "type": layer.source_type,
