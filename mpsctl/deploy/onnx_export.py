@@ -198,7 +198,9 @@ class _Exporter:
             elif kind == "shape":
                 env[node] = None
             elif kind == "quant":
-                env[node] = self._slot(node, args[0], self.modules[node.target])
+                # relu: a ReLU the converter folded into the quantizer call
+                relu = bool(node.kwargs.get("relu"))
+                env[node] = self._slot(node, args[0], self.modules[node.target], relu)
             elif kind == "layer":
                 env[node] = self._layer(node, args[0], self.modules[node.target])
             elif kind == "add":
@@ -264,20 +266,26 @@ class _Exporter:
         return self.g.op("Mul", [as_float, scale], hint)
 
     # -- activation quantizers ---------------------------------------------------------------
-    def _slot(self, node: fx.Node, value: _Value, slot: ActivationSlot) -> _Value:
+    def _slot(self, node: fx.Node, value: _Value, slot: ActivationSlot,
+              relu: bool = False) -> _Value:
         grid = act_grid(slot)
         if grid.bits > MAX_CODE_BITS:
             raise IntegerExportError(
                 f"activation quantizer '{self.slot_names[id(slot)]}' has {grid.bits} bits; "
                 f"ONNX export stores codes as int8/uint8 (up to {MAX_CODE_BITS} bits)"
             )
+        if not self.integer:
+            return self._qdq_slot(node, value, slot, grid, relu)
+        out = self._integer_slot(node, value, slot)
+        return self._folded_relu(node, out) if relu else out
+
+    def _integer_slot(self, node: fx.Node, value: _Value, slot: ActivationSlot) -> _Value:
+        grid = act_grid(slot)
         hint = node.name
         rank = len(shape_of(node))
         key = self.slot_names[id(slot)]
         if value.kind == "codes" and value.slot is slot:
             return value  # already on this grid: quantizing again changes nothing
-        if not self.integer:
-            return self._qdq_slot(node, value, slot, grid)
         if value.kind == "float":
             codes = self._quantize_float(value.name, grid, hint)
             requant = None
@@ -343,11 +351,12 @@ class _Exporter:
         return codes, info
 
     def _qdq_slot(self, node: fx.Node, value: _Value, slot: ActivationSlot,
-                  grid: ActGrid) -> _Value:
+                  grid: ActGrid, relu: bool) -> _Value:
         g, hint = self.g, node.name
         x = self._to_float(value, f"{hint}/in") if value.kind != "float" else value.name
         clip = np.float32(grid.clip)
-        lo = g.const(f"{hint}/min", -clip if grid.signed else np.float32(0))
+        # With a folded ReLU a signed grid keeps only codes ≥ 0: clipping at 0 first does it.
+        lo = g.const(f"{hint}/min", -clip if grid.signed and not relu else np.float32(0))
         x = g.op("Clip", [x, lo, g.const(f"{hint}/max", clip)], f"{hint}/clip")
         scale = g.const(f"{hint}/scale", np.float32(grid.scale))
         zero = g.const(f"{hint}/zero_point", np.zeros((), dtype=grid.storage))
@@ -452,7 +461,10 @@ class _Exporter:
             return self._flatten(node, value)
         if is_relu(node, self.modules):
             six = isinstance(module, _RELU6) or node.target is F.relu6
-            return self._relu(node, value, six)
+            if six and (value.kind not in ("float", "acc") and (
+                    value.grid is None or value.grid.high * value.grid.scale > 6.0 + 1e-6)):
+                raise self._unsupported(node, "ReLU6 cuts a quantized range that reaches above 6")
+            return self._relu(node.name, value, six)
         if isinstance(module, _MAXPOOLS):
             return self._maxpool(node, value, module)
         if isinstance(module, _ADAPTIVE_MAXPOOLS):
@@ -469,23 +481,30 @@ class _Exporter:
         return _Value(out, value.kind, 2, value.scale, value.axis, value.grid, value.slot,
                       value.bound)
 
-    def _relu(self, node: fx.Node, value: _Value, six: bool) -> _Value:
+    def _folded_relu(self, node: fx.Node, value: _Value) -> _Value:
+        """The ReLU of a quantizer call with ``relu=True``; the codes checked against the
+        PyTorch model at this node are then the ones after it."""
+        out = self._relu(f"{node.name}/relu", value, six=False)
+        info = self.codes.get(value.name)
+        if out.name != value.name and info is not None and info["node"] == node.name:
+            self.codes[out.name] = self.codes.pop(value.name)
+        return out
+
+    def _relu(self, name: str, value: _Value, six: bool) -> _Value:
         if value.kind == "acc":
-            value = _Value(self._to_float(value, f"{node.name}/float"), "float", value.rank)
+            value = _Value(self._to_float(value, f"{name}/float"), "float", value.rank)
         if value.kind == "float":
             if six:
                 lo, hi = np.float32(0), np.float32(6)
-                out = self.g.op("Clip", [value.name, self.g.const(f"{node.name}/lo", lo),
-                                         self.g.const(f"{node.name}/hi", hi)], node.name)
+                out = self.g.op("Clip", [value.name, self.g.const(f"{name}/lo", lo),
+                                         self.g.const(f"{name}/hi", hi)], name)
             else:
-                out = self.g.op("Relu", [value.name], node.name)
+                out = self.g.op("Relu", [value.name], name)
             return _Value(out, "float", value.rank, value.scale, value.axis, value.grid,
                           value.slot)
-        if six and (value.grid is None or value.grid.high * value.grid.scale > 6.0 + 1e-6):
-            raise self._unsupported(node, "ReLU6 cuts a quantized range that reaches above 6")
         if value.kind == "codes" and not value.grid.signed:
             return value
-        out = self.g.op("Relu", [value.name], node.name)
+        out = self.g.op("Relu", [value.name], name)
         return _Value(out, value.kind, value.rank, value.scale, value.axis, value.grid,
                       value.slot, value.bound)
 

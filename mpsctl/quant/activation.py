@@ -29,15 +29,17 @@ def act_scale(clip: Tensor, bits: int, signed: bool) -> Tensor:
 
 
 def pact_forward(x: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
-    """Quantize-dequantize ``x`` at ``bits`` within ``[0, clip]`` or ``[-clip, clip]``."""
+    """Quantize-dequantize ``x`` at ``bits`` within ``[0, clip]`` or ``[-clip, clip]``:
+    the integer code times the step ``clip / levels`` (the value an integer kernel gets)."""
     levels = act_levels(bits, signed)
     s = levels / clip
+    step = act_scale(clip, bits, signed)
     if signed:
-        return torch.round(torch.maximum(torch.minimum(x, clip), -clip) * s) / s
-    # The round-off in s·(k/s) grows with the code k: widen the margin above 8 bits so that
-    # re-quantizing a quantized value stays exact (float32 at 16 bits: ulp(65535) ≈ 0.004).
+        return torch.round(torch.maximum(torch.minimum(x, clip), -clip) * s) * step
+    # The round-off in s·(k·step) grows with the code k: widen the margin above 8 bits so
+    # that re-quantizing a quantized value stays exact (float32 at 16 bits: ulp(65535) ≈ 0.004).
     eps = _FLOOR_EPS * max(1.0, levels / 255)
-    return torch.floor(torch.minimum(x.clamp_min(0), clip) * s + eps) / s
+    return torch.floor(torch.minimum(x.clamp_min(0), clip) * s + eps) * step
 
 
 def _clip_masks(x: Tensor, clip: Tensor, signed: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -77,25 +79,29 @@ class PACTQuantize(torch.autograd.Function):
 class MixedPACTQuantize(torch.autograd.Function):
     """``Σ_i θ_i · Q_{p_i}(x)`` that recomputes each ``Q_{p_i}(x)`` in backward.
 
-    Forward and backward bodies live in :mod:`mpsctl.quant.fused` (compiled by default).
+    With ``relu`` (a signed quantizer whose only consumer is a ReLU) the ReLU is applied
+    inside and the output is saved for its mask, as ``ReLU`` itself would. Forward and
+    backward bodies live in :mod:`mpsctl.quant.fused` (compiled by default).
     """
 
     @staticmethod
     def forward(
-        ctx, x: Tensor, clip: Tensor, theta: Tensor, bits: Sequence[int], signed: bool
+        ctx, x: Tensor, clip: Tensor, theta: Tensor, bits: Sequence[int], signed: bool,
+        relu: bool = False,
     ) -> Tensor:
-        ctx.save_for_backward(x, clip, theta)
-        ctx.key = (tuple(bits), signed)
-        return fused.call("pact", ctx.key, 0, x, clip, theta)
+        ctx.key = (tuple(bits), signed, relu)
+        out = fused.call("pact", ctx.key, 0, x, clip, theta)
+        ctx.save_for_backward(x, clip, theta, out if relu else None)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, clip, theta = ctx.saved_tensors
+        x, clip, theta, out = ctx.saved_tensors
         grad_x, grad_clip, grad_theta = fused.call(
-            "pact", ctx.key, 1, grad.contiguous(), x, clip, theta
+            "pact", ctx.key, 1, grad.contiguous(), x, clip, theta, out
         )
         grad_theta = grad_theta if ctx.needs_input_grad[2] else None
-        return grad_x, grad_clip.reshape(clip.shape), grad_theta, None, None
+        return grad_x, grad_clip.reshape(clip.shape), grad_theta, None, None, None
 
 
 def pact_quantize(x: Tensor, clip: Tensor, bits: int, signed: bool = False) -> Tensor:
@@ -104,12 +110,26 @@ def pact_quantize(x: Tensor, clip: Tensor, bits: int, signed: bool = False) -> T
 
 
 def mixed_pact_quantize(
-    x: Tensor, clip: Tensor, theta: Tensor, bits: Sequence[int], signed: bool = False
+    x: Tensor, clip: Tensor, theta: Tensor, bits: Sequence[int], signed: bool = False,
+    relu: bool = False,
 ) -> Tensor:
-    """Expected fake-quantized activation under choice weights ``theta`` (one per precision).
+    """Expected fake-quantized activation under choice weights ``theta`` (one per precision),
+    followed by a ReLU when ``relu`` is set.
 
-    The function runs on a flat view (it is pointwise), so one compiled kernel serves every
-    tensor shape; the reshape back happens outside it, so in-place ops after it are safe.
+    The function is pointwise, so it runs on a flat view of ``x`` in memory order (one
+    compiled kernel serves every shape, and a channels-last tensor is not copied); the
+    view back happens outside it, so in-place ops after it are safe.
     """
-    flat = MixedPACTQuantize.apply(x.reshape(-1), clip, theta, tuple(bits), signed)
-    return flat.reshape(x.shape)
+    flat, restore = _flat_in_memory_order(x)
+    out = MixedPACTQuantize.apply(flat, clip, theta, tuple(bits), signed, relu)
+    return restore(out)
+
+
+def _flat_in_memory_order(x: Tensor):
+    """A 1-D view of ``x`` and the function that views a result back to ``x``'s layout."""
+    if x.is_contiguous():
+        return x.view(-1), lambda flat: flat.view(x.shape)
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        nhwc = x.permute(0, 2, 3, 1)
+        return nhwc.reshape(-1), lambda flat: flat.view(nhwc.shape).permute(0, 3, 1, 2)
+    return x.reshape(-1), lambda flat: flat.view(x.shape)

@@ -12,6 +12,7 @@ false``) and compute the same numbers.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -36,14 +37,14 @@ def _levels(bits: int, signed: bool) -> int:
     return max((1 << (bits - 1)) - 1, 1) if signed else (1 << bits) - 1
 
 
-def _quantize(xc: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
-    """Quantize an already clipped tensor (``xc`` within the clip range)."""
+def _codes(xc: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
+    """Integer codes (as floats) of an already clipped tensor (``xc`` within the range)."""
     levels = _levels(bits, signed)
     s = levels / clip
     if signed:
-        return torch.round(xc * s) / s
+        return torch.round(xc * s)
     # Same margin as activation.pact_forward (grows above 8 bits with the float round-off).
-    return torch.floor(xc * s + _FLOOR_EPS * max(1.0, levels / 255)) / s
+    return torch.floor(xc * s + _FLOOR_EPS * max(1.0, levels / 255))
 
 
 def _clipped(x: Tensor, clip: Tensor, signed: bool) -> Tensor:
@@ -51,46 +52,63 @@ def _clipped(x: Tensor, clip: Tensor, signed: bool) -> Tensor:
     return torch.minimum(torch.maximum(x, low), clip)
 
 
-def _pact_bodies(bits: tuple[int, ...], signed: bool):
-    def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
-        xc = _clipped(x, clip, signed)
-        out = theta[0] * _quantize(xc, clip, bits[0], signed)
-        for i in range(1, len(bits)):
-            out = out + theta[i] * _quantize(xc, clip, bits[i], signed)
-        return out
+def _pact_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
+    """Pure forward/backward of the mixture, written for the compiler to fuse.
 
-    def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor):
+    With ``relu`` the ReLU that follows a signed quantizer is folded in: the forward output
+    is clamped at 0 and backward masks the gradient where that output is 0, exactly what
+    a separate ``ReLU`` would do (it saves its output too), minus one pass each way.
+    """
+
+    def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
+        # Σ k_i · (θ_i · step_i): at a one-hot θ exactly the fixed path's k · step.
+        xc = _clipped(x, clip, signed)
+        out = _codes(xc, clip, bits[0], signed) * (theta[0] * (clip / _levels(bits[0], signed)))
+        for i in range(1, len(bits)):
+            step = clip / _levels(bits[i], signed)
+            out = out + _codes(xc, clip, bits[i], signed) * (theta[i] * step)
+        return torch.relu(out) if relu else out
+
+    def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor, out: Tensor | None):
+        zero = torch.zeros_like(grad)
+        if relu:
+            grad = torch.where(out > 0, grad, zero)
         mass = theta.sum()
         above = x >= clip
         below = x <= -clip if signed else x <= 0
-        zero = torch.zeros_like(grad)
         grad_x = torch.where(above | below, zero, grad) * mass
         grad_clip = torch.where(above, grad, zero).sum()
         if signed:
             grad_clip = grad_clip - torch.where(below, grad, zero).sum()
         xc = _clipped(x, clip, signed)
         grad_theta = torch.stack(
-            [(grad * _quantize(xc, clip, p, signed)).sum() for p in bits]
+            [(grad * _codes(xc, clip, p, signed)).sum() * (clip / _levels(p, signed))
+             for p in bits]
         )
         return grad_x, grad_clip * mass, grad_theta
 
     return forward, backward
 
 
-def _pact_eager_bodies(bits: tuple[int, ...], signed: bool):
-    """The same computation for the eager path, written to touch each tensor fewer times:
-    one scratch buffer per call, updated in place, and dot products instead of temporaries
-    (the inputs are flat, see ``mixed_pact_quantize``)."""
+def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
+    """The same computation for the eager path, written to read and write each tensor as
+    few times as possible (each pass over an activation costs about as much as a ReLU):
 
-    def quantize_into(buf: Tensor, xc: Tensor, clip: Tensor, p: int) -> Tensor:
-        levels = _levels(p, signed)
-        s = levels / clip
-        torch.mul(xc, s, out=buf)
+    - codes ``k = ⌊s·x_c + ε⌋`` (or ``rne(s·x_c)``) go into one scratch buffer in place, and
+      ``k · θ_i · step_i`` is accumulated with one ``addcmul`` (``θ_i · step_i`` is a scalar);
+    - the straight-through masks come from ``hardtanh_backward``, one fused pass that
+      passes the gradient where ``low < x < high``;
+    - ``∂/∂θ_i`` is a dot product of the gradient with the codes, times ``step_i``.
+
+    The inputs are flat (see ``mixed_pact_quantize``). The bounds of the masks are Python
+    numbers, so the clip is read once per call.
+    """
+
+    def codes_into(buf: Tensor, xc: Tensor, scale: Tensor, p: int) -> Tensor:
         if signed:
-            buf.round_()
-        else:
-            buf.add_(_FLOOR_EPS * max(1.0, levels / 255)).floor_()
-        return buf.div_(s)
+            return torch.mul(xc, scale, out=buf).round_()
+        margin = _FLOOR_EPS * max(1.0, _levels(p, signed) / 255)
+        return torch.addcmul(xc.new_full((), margin), xc, scale, out=buf).floor_()
 
     def clipped(x: Tensor, clip: Tensor) -> Tensor:
         return torch.clamp(x, min=-clip if signed else torch.zeros_like(clip), max=clip)
@@ -98,27 +116,37 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool):
     def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
         xc = clipped(x, clip)
         buf = torch.empty_like(x)
-        out = torch.mul(quantize_into(buf, xc, clip, bits[0]), theta[0])
-        for i in range(1, len(bits)):
-            out.addcmul_(quantize_into(buf, xc, clip, bits[i]), theta[i])
-        return out
+        out = None
+        for i, p in enumerate(bits):
+            k = codes_into(buf, xc, _levels(p, signed) / clip, p)
+            weight = theta[i] * (clip / _levels(p, signed))  # θ_i · step_i, a scalar
+            if out is None:
+                out = torch.mul(k, weight)
+            else:
+                out.addcmul_(k, weight)
+        return out.clamp_min_(0) if relu else out
 
-    def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor):
+    def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor, out: Tensor | None):
+        if relu:
+            grad = torch.ops.aten.threshold_backward(grad, out, 0)
         mass = theta.sum()
-        above = x >= clip
-        below = x <= -clip if signed else x <= 0
-        zero = grad.new_zeros(())
-        grad_x = torch.where(above.logical_or(below), zero, grad).mul_(mass)
-        grad_clip = torch.where(above, grad, zero).sum()
+        top = float(clip)
+        # x ≥ clip  ⇔  x > the float just below clip (and x ≤ −clip ⇔ x < the one above −clip)
+        below_top = float(torch.nextafter(clip, clip.new_tensor(-math.inf)))
+        low = -top if signed else 0.0
+        hardtanh_backward = torch.ops.aten.hardtanh_backward
+        grad_x = hardtanh_backward(grad, x, low, top).mul_(mass)
+        grad_clip = hardtanh_backward(grad, x, below_top, math.inf).sum()
         if signed:
-            grad_clip = grad_clip - torch.where(below, grad, zero).sum()
+            grad_clip = grad_clip - hardtanh_backward(grad, x, -math.inf, -below_top).sum()
         xc = clipped(x, clip)
         buf = torch.empty_like(x)
         flat_grad = grad.reshape(-1)
-        grad_theta = torch.stack(
-            [torch.dot(flat_grad, quantize_into(buf, xc, clip, p).reshape(-1)) for p in bits]
-        )
-        return grad_x, grad_clip * mass, grad_theta
+        rows = []
+        for p in bits:
+            k = codes_into(buf, xc, _levels(p, signed) / clip, p)
+            rows.append(torch.dot(flat_grad, k.reshape(-1)) * (clip / _levels(p, signed)))
+        return grad_x, grad_clip * mass, torch.stack(rows)
 
     return forward, backward
 
@@ -206,7 +234,7 @@ def call(kind: str, key: tuple, which: int, *args):
     The bodies are called from autograd functions, so they get detached tensors: otherwise
     dynamo would compile again for every requires_grad pattern and every parameter shape.
     """
-    args = tuple(a.detach() for a in args)
+    args = tuple(a.detach() if a is not None else None for a in args)
     if fused_enabled():
         try:
             return _compiled(kind, key)[which](*args)

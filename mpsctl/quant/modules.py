@@ -124,9 +124,9 @@ class PACTActivationQuantizer(nn.Module):
         # Floor the value but keep the gradient, so a large step cannot divide by zero.
         return self.clip + (self.clip.clamp_min(self.floor) - self.clip).detach()
 
-    def mixed(self, x: Tensor, theta: Tensor) -> Tensor:
+    def mixed(self, x: Tensor, theta: Tensor, relu: bool = False) -> Tensor:
         return mixed_pact_quantize(x, self._clip().to(x.dtype), theta.to(x.dtype), self.bits,
-                                   self.signed)
+                                   self.signed, relu)
 
     def fixed(self, x: Tensor, index: int) -> Tensor:
         return pact_quantize(x, self._clip().to(x.dtype), self.bits[index], self.signed)

@@ -467,18 +467,26 @@ class _Converter:
 
     def _drop_redundant_relus(self) -> None:
         """A ReLU right after an unsigned quantizer changes nothing (its input is ≥ 0 by
-        construction), so it is removed: one pass forward and one backward saved per layer."""
+        construction), so it is removed; one right after a signed quantizer that feeds only
+        it is folded into the quantizer call (``relu=True``). Either way one pass forward and
+        one backward are saved per ReLU."""
         graph = self.gm.graph
         for node in list(graph.nodes):
             if not (node.op == "call_module" and self.kind(node) == "quant"):
                 continue
-            if self.modules[str(node.target)].quantizer.signed:
-                continue
-            for user in list(node.users):
+            signed = self.modules[str(node.target)].quantizer.signed
+            users = list(node.users)
+            for user in users:
                 plain_relu = is_relu(user, self.modules) and not _is_relu6(user, self.modules)
-                if plain_relu and user.all_input_nodes == [node] and not user.kwargs:
-                    user.replace_all_uses_with(node)
-                    graph.erase_node(user)
+                if not (plain_relu and user.all_input_nodes == [node]
+                        and set(user.kwargs) <= {"inplace"}):
+                    continue
+                if signed:
+                    if len(users) != 1:
+                        continue
+                    node.kwargs = {**node.kwargs, "relu": True}
+                user.replace_all_uses_with(node)
+                graph.erase_node(user)
 
     def _input_slot(self, node: fx.Node) -> ActivationSlot:
         """The quantizer whose output reaches ``node`` (walking back over value ops)."""

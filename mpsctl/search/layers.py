@@ -31,10 +31,13 @@ class ActivationSlot(nn.Module):
     def bits(self) -> tuple[int, ...]:
         return self.quantizer.bits
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
+        """Quantize ``x``; ``relu`` applies the ReLU that the graph had right after a signed
+        quantizer (fused into one pass while searching, see ``convert``)."""
         if self.choice.is_fixed or not self.training:
-            return self.quantizer.fixed(x, int(self.choice.assignment()))
-        return self.quantizer.mixed(x, self.choice.theta())
+            out = self.quantizer.fixed(x, int(self.choice.assignment()))
+            return torch.relu(out) if relu else out
+        return self.quantizer.mixed(x, self.choice.theta(), relu)
 
     def scales(self) -> Tensor:
         return self.quantizer.scales()

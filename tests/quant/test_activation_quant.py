@@ -210,6 +210,62 @@ def test_mixed_pact_one_hot_equals_fixed(signed):
         assert torch.equal(mixed, pact_quantize(x, c, p, signed)), p
 
 
+@pytest.mark.parametrize("mode", ["softmax", "hard", "unnormalised"])
+def test_mixed_pact_with_folded_relu_equals_relu_after(mode):
+    """``relu=True`` (the converter folds a ReLU after a signed quantizer into the call) gives
+    the values and every gradient of a separate ReLU after the mixture."""
+    g = torch.Generator().manual_seed(3)
+    values = torch.cat([torch.randn(3000, generator=g) * 4,
+                        torch.tensor([0.0, 3.0, -3.0, 1e-3, -1e-3, 3.5, -3.5])])
+    logits = torch.randn(3, generator=g)
+    if mode == "softmax":
+        theta0 = torch.softmax(logits, 0)
+    elif mode == "hard":  # straight-through one-hot: exact 0/1 only up to round-off
+        soft = torch.softmax(logits, 0)
+        theta0 = torch.nn.functional.one_hot(soft.argmax(), 3).float() - soft + soft
+    else:
+        theta0 = torch.rand(3, generator=g)
+    upstream = torch.randn(values.numel(), generator=g)
+
+    def run(fold: bool):
+        x = values.clone().requires_grad_()
+        c = torch.tensor(3.0, requires_grad=True)
+        theta = theta0.clone().requires_grad_()
+        if fold:
+            y = mixed_pact_quantize(x, c, theta, (2, 4, 8), True, relu=True)
+        else:
+            y = torch.relu(mixed_pact_quantize(x, c, theta, (2, 4, 8), True))
+        y.backward(upstream)
+        return y.detach(), x.grad, c.grad, theta.grad
+
+    folded, separate = run(True), run(False)
+    assert bool((folded[0] >= 0).all()) and bool((separate[1] == 0).any())
+    for a, b in zip(folded, separate, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_mixed_pact_keeps_channels_last_without_copying():
+    """A channels-last activation is quantized in memory order: same values as the
+    contiguous tensor, the output stays channels-last, and the input is not copied."""
+    x = torch.randn(2, 5, 4, 3) * 2
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    c = torch.tensor(3.0)
+    theta = torch.softmax(torch.randn(3), 0)
+    seen: list[int] = []
+
+    def pack(t):
+        seen.append(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = mixed_pact_quantize(x_cl, c, theta, (2, 4, 8), True)
+    assert x_cl.untyped_storage().data_ptr() in seen
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, mixed_pact_quantize(x, c, theta, (2, 4, 8), True))
+    y.backward(torch.ones_like(y))
+    assert x_cl.grad is not None and x_cl.grad.shape == x.shape
+
+
 def test_mixed_pact_saves_one_input_not_n_copies():
     """SPEC §2.2 differs: the mixture keeps x (and θ, clip) alive for backward, not n tensors."""
     x = torch.randn(4, 8, 16, 16, requires_grad=True)

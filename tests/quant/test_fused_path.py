@@ -20,24 +20,25 @@ def compiled(monkeypatch):
     fused.set_fused(False)
 
 
-def _act_grads(x, clip, theta, bits, signed):
+def _act_grads(x, clip, theta, bits, signed, relu=False):
     x = x.clone().requires_grad_()
     clip = clip.clone().requires_grad_()
     theta = theta.clone().requires_grad_()
-    y = mixed_pact_quantize(x, clip, theta, bits, signed)
+    y = mixed_pact_quantize(x, clip, theta, bits, signed, relu)
     (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
     return y.detach(), x.grad, clip.grad, theta.grad
 
 
-@pytest.mark.parametrize("signed", [False, True])
-def test_mixed_pact_compiled_equals_eager(compiled, signed):
+@pytest.mark.parametrize("signed,relu", [(False, False), (True, False), (True, True)])
+def test_mixed_pact_compiled_equals_eager(compiled, signed, relu):
     torch.manual_seed(0)
     x = torch.randn(4, 8, 6, 6) * 3
+    x[0, 0, 0, :3] = torch.tensor([2.5, -2.5, 0.0])  # exactly on the clip and at 0
     clip = torch.tensor(2.5)
     theta = torch.softmax(torch.randn(3), 0)
-    got = _act_grads(x, clip, theta, (2, 4, 8), signed)
+    got = _act_grads(x, clip, theta, (2, 4, 8), signed, relu)
     fused.set_fused(False)
-    want = _act_grads(x, clip, theta, (2, 4, 8), signed)
+    want = _act_grads(x, clip, theta, (2, 4, 8), signed, relu)
     assert not fused._state["broken"]
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)

@@ -497,3 +497,46 @@ def test_overrides_merge_field_by_field():
     assert space.weight_bits_for("conv1") == ((8,), True)
     assert space.act_bits_for("conv1") == ((4, 8), True)
     assert space.weight_bits_for("conv2") == ((2, 4, 8), False)
+
+
+def _unfold_relus(net: Supernet) -> Supernet:
+    """A copy of ``net`` whose quantizer calls with ``relu=True`` get a separate ReLU again."""
+    import copy
+
+    twin = copy.deepcopy(net)
+    graph = twin.net.graph
+    for node in list(graph.nodes):
+        if node.op == "call_module" and node.kwargs.get("relu"):
+            node.kwargs = {}
+            with graph.inserting_after(node):
+                relu = graph.call_function(torch.relu, (node,))
+            node.replace_all_uses_with(relu, delete_user_cb=lambda user, r=relu: user is not r)
+    twin.net.recompile()
+    return twin
+
+
+def test_relu_after_signed_quantizer_is_folded_into_the_call_with_same_numbers():
+    """ResNet-8's stem and block outputs are signed (shared with a residual branch) and a
+    ReLU follows each: the converter folds it into the quantizer call, which trains exactly
+    like the quantizer followed by the ReLU."""
+    torch.manual_seed(0)
+    net = build_supernet(build_model("resnet8", {"num_classes": 10}), torch.zeros(2, 3, 32, 32),
+                         PRUNE)
+    nodes = list(net.net.graph.nodes)
+    folded = [n for n in nodes if n.op == "call_module" and n.kwargs.get("relu")]
+    assert len(folded) == 4
+    assert all(net.net.get_submodule(str(n.target)).quantizer.signed for n in folded)
+    assert not any("relu" in str(n.target) for n in nodes if n.op == "call_module")
+    twin = _unfold_relus(net)
+    x = torch.rand(4, 3, 32, 32)
+    grads = []
+    for model in (net.train(), twin.train()):
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():  # and the fixed (eval) path
+        torch.testing.assert_close(net.eval()(x), twin.eval()(x))
