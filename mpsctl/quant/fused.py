@@ -70,16 +70,16 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
         return torch.relu(out) if relu else out
 
     def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor, out: Tensor | None):
-        zero = torch.zeros_like(grad)
+        # (Written as inductor fuses best: a product with the mask, scalar zeros.)
         if relu:
-            grad = torch.where(out > 0, grad, zero)
+            grad = grad * (out > 0)
         mass = theta.sum()
         above = x >= clip
         below = x <= -clip if signed else x <= 0
-        grad_x = torch.where(above | below, zero, grad) * mass
-        grad_clip = torch.where(above, grad, zero).sum()
+        grad_x = torch.where(above | below, 0.0, grad) * mass
+        grad_clip = torch.where(above, grad, 0.0).sum()
         if signed:
-            grad_clip = grad_clip - torch.where(below, grad, zero).sum()
+            grad_clip = grad_clip - torch.where(below, grad, 0.0).sum()
         xc = _clipped(x, clip, signed)
         grad_theta = torch.stack(
             [(grad * _codes(xc, clip, p, signed)).sum() * (clip / _levels(p, signed))
@@ -90,63 +90,91 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
     return forward, backward
 
 
+_scratch: dict[tuple, Tensor] = {}
+
+
+def _scratch_like(x: Tensor, slot: int) -> Tensor:
+    """A reused buffer shaped like the flat ``x`` (slot 0 or 1), never returned to callers.
+
+    Fresh large tensors come from the OS as untouched pages and the first write faults each
+    one in, which costs more than the pass itself; the eager bodies' temporaries reuse one
+    buffer per slot (grown to the largest activation seen) instead.
+    """
+    key = (slot, x.dtype, x.device)
+    buf = _scratch.get(key)
+    if buf is None or buf.numel() < x.numel():
+        buf = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
+        _scratch[key] = buf
+    return buf[: x.numel()]
+
+
 def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
-    """The same computation for the eager path, written to read and write each tensor as
-    few times as possible (each pass over an activation costs about as much as a ReLU):
+    """The same computation for the eager path, written to read and write each activation
+    as few times as possible (each pass costs about as much as a ReLU):
 
-    - codes ``k = ⌊s·x_c + ε⌋`` (or ``rne(s·x_c)``) go into one scratch buffer in place, and
-      ``k · θ_i · step_i`` is accumulated with one ``addcmul`` (``θ_i · step_i`` is a scalar);
-    - the straight-through masks come from ``hardtanh_backward``, one fused pass that
-      passes the gradient where ``low < x < high``;
-    - ``∂/∂θ_i`` is a dot product of the gradient with the codes, times ``step_i``.
+    - every scalar (clip, ``s_i``, ``step_i``, ``θ_i · step_i``) is read out once as a Python
+      number, because ATen's pointwise kernels are several times faster with a number than
+      with a 0-d tensor; each is the float32 value the fixed path computes, so at a one-hot θ
+      the result is exactly the fixed path's ``k · step``;
+    - codes go into one scratch buffer in place and ``θ_i · step_i · k_i`` is accumulated
+      with ``add_(alpha=…)``;
+    - the straight-through masks come from ``hardtanh_backward`` (the gradient where
+      ``low < x < high``, one fused pass) and ``∂/∂θ_i`` is a dot product with the codes.
 
-    The inputs are flat (see ``mixed_pact_quantize``). The bounds of the masks are Python
-    numbers, so the clip is read once per call.
+    The inputs are flat (see ``mixed_pact_quantize``).
     """
 
-    def codes_into(buf: Tensor, xc: Tensor, scale: Tensor, p: int) -> Tensor:
-        if signed:
-            return torch.mul(xc, scale, out=buf).round_()
-        margin = _FLOOR_EPS * max(1.0, _levels(p, signed) / 255)
-        return torch.addcmul(xc.new_full((), margin), xc, scale, out=buf).floor_()
+    def scalars(clip: Tensor, theta: Tensor | None = None):
+        top = float(clip)
+        rows = []
+        for i, p in enumerate(bits):
+            levels = _levels(p, signed)
+            step = clip / levels
+            weight = float(theta[i] * step) if theta is not None else 0.0
+            rows.append((p, float(levels / clip), float(step), weight))
+        return top, (-top if signed else 0.0), rows
 
-    def clipped(x: Tensor, clip: Tensor) -> Tensor:
-        return torch.clamp(x, min=-clip if signed else torch.zeros_like(clip), max=clip)
+    def codes_into(buf: Tensor, xc: Tensor, s: float, p: int) -> Tensor:
+        torch.mul(xc, s, out=buf)
+        if signed:
+            return buf.round_()
+        return buf.add_(_FLOOR_EPS * max(1.0, _levels(p, signed) / 255)).floor_()
 
     def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
-        xc = clipped(x, clip)
-        buf = torch.empty_like(x)
+        top, low, rows = scalars(clip, theta)
+        xc = torch.clamp(x, low, top, out=_scratch_like(x, 0))
+        buf = _scratch_like(x, 1)
         out = None
-        for i, p in enumerate(bits):
-            k = codes_into(buf, xc, _levels(p, signed) / clip, p)
-            weight = theta[i] * (clip / _levels(p, signed))  # θ_i · step_i, a scalar
+        for p, s, _, weight in rows:
+            k = codes_into(buf, xc, s, p)
             if out is None:
                 out = torch.mul(k, weight)
             else:
-                out.addcmul_(k, weight)
+                out.add_(k, alpha=weight)
         return out.clamp_min_(0) if relu else out
 
     def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor, out: Tensor | None):
+        ops = torch.ops.aten
         if relu:
-            grad = torch.ops.aten.threshold_backward(grad, out, 0)
-        mass = theta.sum()
-        top = float(clip)
+            grad = ops.threshold_backward.grad_input(grad, out, 0, grad_input=_scratch_like(x, 2))
+        top, low, rows = scalars(clip)
+        mass = float(theta.sum())
+        grad_x = ops.hardtanh_backward(grad, x, low, top).mul_(mass)
         # x ≥ clip  ⇔  x > the float just below clip (and x ≤ −clip ⇔ x < the one above −clip)
         below_top = float(torch.nextafter(clip, clip.new_tensor(-math.inf)))
-        low = -top if signed else 0.0
-        hardtanh_backward = torch.ops.aten.hardtanh_backward
-        grad_x = hardtanh_backward(grad, x, low, top).mul_(mass)
-        grad_clip = hardtanh_backward(grad, x, below_top, math.inf).sum()
+        buf = _scratch_like(x, 1)
+        grad_clip = ops.hardtanh_backward.grad_input(grad, x, below_top, math.inf,
+                                                     grad_input=buf).sum()
         if signed:
-            grad_clip = grad_clip - hardtanh_backward(grad, x, -math.inf, -below_top).sum()
-        xc = clipped(x, clip)
-        buf = torch.empty_like(x)
+            grad_clip = grad_clip - ops.hardtanh_backward.grad_input(
+                grad, x, -math.inf, -below_top, grad_input=buf).sum()
+        xc = torch.clamp(x, low, top, out=_scratch_like(x, 0))
         flat_grad = grad.reshape(-1)
-        rows = []
-        for p in bits:
-            k = codes_into(buf, xc, _levels(p, signed) / clip, p)
-            rows.append(torch.dot(flat_grad, k.reshape(-1)) * (clip / _levels(p, signed)))
-        return grad_x, grad_clip * mass, torch.stack(rows)
+        grad_theta = torch.stack(
+            [torch.dot(flat_grad, codes_into(buf, xc, s, p).reshape(-1)) * step
+             for p, s, step, _ in rows]
+        )
+        return grad_x, grad_clip * mass, grad_theta
 
     return forward, backward
 
