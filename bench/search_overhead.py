@@ -1,14 +1,19 @@
 """Cost of one search training step relative to one plain fp32 training step.
 
-Builds the fp32 model and its supernet, times warm training steps of both alternately in
-one process (median over --steps), measures each step's own peak memory (CUDA allocator
+Builds the fp32 model and its supernet, times warm training steps alternately in one
+process (median over --steps), measures each step's own peak memory (CUDA allocator
 statistics, or the PyTorch profiler's memory timeline on the CPU) and prints one JSON
-object. Example: python bench/search_overhead.py --model resnet8 --type per_channel
+object. Four steps are timed side by side: plain fp32 (the user's training, default NCHW
+layout), fp32 in channels-last layout, the search step as `mpsctl search` runs it (on a CPU
+`channels_last: auto` puts it in channels-last layout) and the search step in NCHW. So the
+JSON gives the issue's ratio (search / plain fp32) and the quantizers' own overhead (both in
+the same layout). Example: python bench/search_overhead.py --model resnet8 --type per_channel
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -19,8 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from mpsctl.models.registry import build_model
+from mpsctl.quant.fused import fused_enabled
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import SearchSpace
+from mpsctl.stages.layout import use_channels_last
 
 
 def parse_args() -> argparse.Namespace:
@@ -100,45 +107,61 @@ def main() -> None:
     device = torch.device(args.device)
     weight_bits = args.weight_bits or ((0, 2, 4, 8) if args.type == "per_channel" else (2, 4, 8))
     kwargs = {"num_classes": args.classes}
-    fp32 = build_model(args.model, kwargs).to(device)
     space = SearchSpace(weight_bits=tuple(weight_bits), act_bits=tuple(args.act_bits),
                         per_channel=args.type == "per_channel")
     example = torch.zeros(2, *args.shape)
+    fp32 = build_model(args.model, kwargs).to(device)
+    fp32_cl = copy.deepcopy(fp32)
     start = time.perf_counter()
     net = build_supernet(build_model(args.model, kwargs), example, space).to(device)
     build_s = time.perf_counter() - start
+    net_nchw = copy.deepcopy(net)
+    # What `mpsctl search` does with the default `channels_last: auto`.
+    layout = use_channels_last("auto", net, example, device)
+    use_channels_last(True, fp32_cl, example, device)
     x = torch.rand(args.batch, *args.shape, device=device)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
-    fp32.train()
-    net.train()
-    fp32_step = make_step(fp32, list(fp32.parameters()), [], device)
-    search_step = make_step(net, net.weight_parameters(), net.arch_parameters(), device,
-                            net.cost)
+    for m in (fp32, fp32_cl, net, net_nchw):
+        m.train()
+    steps = {
+        "fp32": make_step(fp32, list(fp32.parameters()), [], device),
+        "fp32_channels_last": make_step(fp32_cl, list(fp32_cl.parameters()), [], device),
+        "search": make_step(net, net.weight_parameters(), net.arch_parameters(), device,
+                            net.cost),
+        "search_nchw": make_step(net_nchw, net_nchw.weight_parameters(),
+                                 net_nchw.arch_parameters(), device, net_nchw.cost),
+    }
     start = time.perf_counter()
-    search_step(x, y)  # first step: includes any one-time compilation
+    steps["search"](x, y)  # first step: includes any one-time compilation
     first_step_s = time.perf_counter() - start
     for _ in range(args.warmup_steps):
-        fp32_step(x, y)
-        search_step(x, y)
-    fp32_times, search_times = [], []
-    for _ in range(args.steps):
-        fp32_times.append(timed(fp32_step, x, y, device))
-        search_times.append(timed(search_step, x, y, device))
-    fp32_med, search_med = statistics.median(fp32_times), statistics.median(search_times)
+        for step in steps.values():
+            step(x, y)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.steps):  # alternating, so drifts of the machine hit all alike
+        for name, step in steps.items():
+            times[name].append(timed(step, x, y, device))
+    med = {name: statistics.median(t) for name, t in times.items()}
     result = {
         "model": args.model, "type": args.type, "batch": args.batch,
         "weight_bits": list(weight_bits), "act_bits": list(args.act_bits),
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "fused": os.environ.get("MPSCTL_FUSED", "1") != "0",
-        "fp32_step_s": fp32_med, "search_step_s": search_med,
-        "time_ratio": search_med / fp32_med,
+        "fused": fused_enabled(), "search_channels_last": layout,
+        "fp32_step_s": med["fp32"], "search_step_s": med["search"],
+        # The issue's measure: the default search step against plain fp32 training.
+        "time_ratio": med["search"] / med["fp32"],
+        # The quantizers' own overhead: both in the same memory layout.
+        "time_ratio_same_layout": (med["search"] / med["fp32_channels_last"] if layout
+                                   else med["search"] / med["fp32"]),
+        "time_ratio_nchw": med["search_nchw"] / med["fp32"],
+        "step_s": med,
         "first_search_step_s": first_step_s, "supernet_build_s": build_s,
         "steps": args.steps,
     }
     if not args.no_memory:
-        fp32_mem = peak_memory(fp32_step, x, y, device)
-        search_mem = peak_memory(search_step, x, y, device)
+        fp32_mem = peak_memory(steps["fp32"], x, y, device)
+        search_mem = peak_memory(steps["search"], x, y, device)
         result.update({"fp32_peak_bytes": fp32_mem, "search_peak_bytes": search_mem,
                        "memory_ratio": (search_mem / fp32_mem) if fp32_mem and search_mem
                        else None})

@@ -350,6 +350,9 @@ class Recipe(Section):
     seed: NonNegativeInt = 0
     output_dir: str | None = None
     device: str = "auto"
+    #: Train in channels-last memory layout: auto (on CPUs, if the model accepts it),
+    #: true or false. Changes speed, and results only by float round-off.
+    channels_last: Literal["auto"] | Bool = "auto"
     include: list[str] = []
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
@@ -371,6 +374,13 @@ class Recipe(Section):
                 ]
             )
         return name
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: Any) -> Any:
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise problems([((), f"{value!r} is not allowed (auto, true, false)")])
 
     @field_validator("device")
     @classmethod

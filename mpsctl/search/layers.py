@@ -150,12 +150,19 @@ class SearchableLayer(nn.Module):
             theta_w = theta_w.unsqueeze(1)
         return weight, torch.einsum("i,jc,ijc->c", theta_in, theta_w, q_bias)
 
+    #: Run a 2-d convolution in channels-last memory format (set by the supernet): given a
+    #: channels-last weight, the convolution takes and gives channels-last activations.
+    channels_last = False
+
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.quantized_parameters()
         if self.op == "linear":
             return F.linear(x, weight, bias)
-        conv = F.conv1d if self.op == "conv1d" else F.conv2d
-        return conv(x, weight, bias, **self.conv_args)
+        if self.op == "conv1d":
+            return F.conv1d(x, weight, bias, **self.conv_args)
+        if self.channels_last:
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, weight, bias, **self.conv_args)
 
     def keep_channels(self, keep_out: Tensor | None, keep_in: Tensor | None) -> None:
         """Physically remove output channels (and the matching input channels) for export."""

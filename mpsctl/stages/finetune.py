@@ -16,6 +16,7 @@ from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError
 from mpsctl.recipe import recipe_from_dict
 from mpsctl.stages import build, state, summary
+from mpsctl.stages.layout import use_channels_last
 from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
 from mpsctl.stages.search import optimizer_for
 from mpsctl.train import evaluate
@@ -39,6 +40,7 @@ def run_finetune(
     if saved is not None:
         net.load_state_dict(saved["model_state"])
     net.to(device)
+    use_channels_last(recipe.channels_last, net, build.example_input(bundle.input_shape), device)
     f = recipe.finetune
     opt, schedule = optimizer_for(net.parameters(), f.optimizer, f.epochs, len(loaders.train))
     if saved is None:

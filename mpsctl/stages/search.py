@@ -17,6 +17,7 @@ from mpsctl.recipe import Recipe, dump_recipe_yaml, recipe_diff, recipe_to_dict
 from mpsctl.recipe.schema import OptimizerConfig
 from mpsctl.search.supernet import Supernet
 from mpsctl.stages import build, state, summary
+from mpsctl.stages.layout import use_channels_last
 from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
 from mpsctl.train import evaluate, make_optimizer, make_schedule, temperature_at
 
@@ -92,8 +93,10 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
     last = recipe.run_dir / "last.pt"
     stop = StopFlag()
     with sigint_stops(stop):
+        example = build.example_input(bundle.input_shape)
         if saved is None or saved["phase"] == "warmup":
             model.to(device)
+            use_channels_last(recipe.channels_last, model, example, device)
             _warmup(recipe, model, loaders, device, reporter, stop, saved, last)
             fp32 = evaluate(model, loaders.val, device)
             reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
@@ -106,6 +109,8 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
             net.to(device)
             saved_search = saved
             reporter.log(f"resuming the search at epoch {saved['epoch'] + 1}")
+        if use_channels_last(recipe.channels_last, net, example, device):
+            reporter.log("channels-last layout: on (set channels_last: false to turn it off)")
         history = _search(recipe, net, loaders, device, reporter, stop, saved_search, last,
                           bundle.input_shape, fp32)
     in_sync = distributed.ranks_agree(net.arch_parameters())

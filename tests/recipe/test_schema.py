@@ -309,3 +309,11 @@ def test_temperature_end_sets_the_decay_from_the_epochs():
                                           "temperature": {"start": 2.0, "end": 0.02}}})
     decay = recipe.search.temperature.decay_for(recipe.search.epochs)
     assert math.isclose(2.0 * math.exp(-decay * 10), 0.02)
+
+
+def test_channels_last_is_auto_true_or_false() -> None:
+    assert build().channels_last == "auto"
+    assert build(channels_last=False).channels_last is False
+    assert build(channels_last=True).channels_last is True
+    found = only_problem(channels_last="yes")
+    assert found.startswith("channels_last: 'yes'"), found
