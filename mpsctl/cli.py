@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input (one line naming the field and the fix), 1 ot
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -301,9 +302,11 @@ def ls(
 def main() -> None:
     try:
         app()
-    except SystemExit as exc:
-        # click reports usage errors with exit code 2 already; keep codes as they are.
-        raise exc
+    finally:
+        # Tearing down the interpreter collects torch's hundreds of thousands of objects one
+        # by one: about 0.4 s of every command's wall time. Freezing them first skips that
+        # work; exit handlers still run and every file is already closed.
+        gc.freeze()
 
 
 if __name__ == "__main__":
