@@ -80,8 +80,8 @@ class MixedPACTQuantize(torch.autograd.Function):
     """``Σ_i θ_i · Q_{p_i}(x)`` that recomputes each ``Q_{p_i}(x)`` in backward.
 
     With ``relu`` (a signed quantizer whose only consumer is a ReLU) the ReLU is applied
-    inside and the output is saved for its mask, as ``ReLU`` itself would. Forward and
-    backward bodies live in :mod:`mpsctl.quant.fused` (compiled by default).
+    inside. Forward and backward bodies live in :mod:`mpsctl.quant.fused` (compiled by
+    default).
     """
 
     @staticmethod
@@ -91,7 +91,10 @@ class MixedPACTQuantize(torch.autograd.Function):
     ) -> Tensor:
         ctx.key = (tuple(bits), signed, relu)
         out = fused.call("pact", ctx.key, 0, x, clip, theta)
-        ctx.save_for_backward(x, clip, theta, out if relu else None)
+        # The eager backward reads the ReLU mask from the output; the compiled one recomputes
+        # it (see fused._pact_bodies).
+        keep = relu and not fused.fused_enabled()
+        ctx.save_for_backward(x, clip, theta, out if keep else None)
         return out
 
     @staticmethod

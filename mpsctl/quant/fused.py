@@ -57,22 +57,29 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
 
     With ``relu`` the ReLU that follows a signed quantizer is folded in: the forward output
     is clamped at 0 and backward masks the gradient where that output is 0, exactly what
-    a separate ``ReLU`` would do (it saves its output too), minus one pass each way.
+    a separate ``ReLU`` would do, minus one pass each way.
     """
 
-    def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
+    def mixture(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
         # Σ k_i · (θ_i · step_i): at a one-hot θ exactly the fixed path's k · step.
         xc = _clipped(x, clip, signed)
         out = _codes(xc, clip, bits[0], signed) * (theta[0] * (clip / _levels(bits[0], signed)))
         for i in range(1, len(bits)):
             step = clip / _levels(bits[i], signed)
             out = out + _codes(xc, clip, bits[i], signed) * (theta[i] * step)
+        return out
+
+    def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
+        out = mixture(x, clip, theta)
         return torch.relu(out) if relu else out
 
     def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor, out: Tensor | None):
         # (Written as inductor fuses best: a product with the mask, scalar zeros.)
         if relu:
-            grad = grad * (out > 0)
+            # The ReLU's mask is recomputed rather than read from the saved output: cheaper
+            # than a fourth full-size read, and exact, since θ ≥ 0 in every mode makes the
+            # mixture a sum of non-negative terms (no round-off can change its sign).
+            grad = grad * (mixture(x, clip, theta) > 0)
         mass = theta.sum()
         above = x >= clip
         below = x <= -clip if signed else x <= 0
@@ -156,6 +163,8 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
     def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor, out: Tensor | None):
         ops = torch.ops.aten
         if relu:
+            if out is None:  # saved only when the forward ran on this path
+                out = forward(x, clip, theta)
             grad = ops.threshold_backward.grad_input(grad, out, 0, grad_input=_scratch_like(x, 2))
         top, low, rows = scalars(clip)
         mass = float(theta.sum())
@@ -240,7 +249,14 @@ def _compiled(kind: str, key: tuple) -> tuple[Callable, Callable]:
     except (ImportError, AttributeError):
         pass
     bodies = _pact_bodies(*key) if kind == "pact" else _minmax_bodies(*key)
-    return tuple(torch.compile(fn, dynamic=True, fullgraph=True) for fn in bodies)
+    # With dynamic sizes inductor decides whether a CPU loop runs on all threads from the
+    # size of the first call: a body first called on a small tensor (a weight, the last
+    # layer's input) would stay single-threaded, its backward reductions 2× slower on two
+    # cores. dynamic_threads always emits the parallel loop and lets OpenMP split it.
+    options = {"cpp.dynamic_threads": True}
+    return tuple(
+        torch.compile(fn, dynamic=True, fullgraph=True, options=options) for fn in bodies
+    )
 
 
 @functools.cache
