@@ -100,14 +100,14 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
 _scratch: dict[tuple, Tensor] = {}
 
 
-def _scratch_like(x: Tensor, slot: int) -> Tensor:
-    """A reused buffer shaped like the flat ``x`` (slot 0 or 1), never returned to callers.
+def _scratch_like(x: Tensor) -> Tensor:
+    """A reused buffer shaped like the flat ``x``, never returned to callers.
 
     Fresh large tensors come from the OS as untouched pages and the first write faults each
     one in, which costs more than the pass itself; the eager bodies' temporaries reuse one
-    buffer per slot (grown to the largest activation seen) instead.
+    buffer (grown to the largest activation seen) instead.
     """
-    key = (slot, x.dtype, x.device)
+    key = (x.dtype, x.device)
     buf = _scratch.get(key)
     if buf is None or buf.numel() < x.numel():
         buf = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
@@ -123,8 +123,8 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
       number, because ATen's pointwise kernels are several times faster with a number than
       with a 0-d tensor; each is the float32 value the fixed path computes, so at a one-hot θ
       the result is exactly the fixed path's ``k · step``;
-    - codes go into one scratch buffer in place and ``θ_i · step_i · k_i`` is accumulated
-      with ``add_(alpha=…)``;
+    - codes go into one scratch buffer in place (clamping the codes, not the input, so no
+      second buffer is needed) and ``θ_i · step_i · k_i`` is accumulated with ``add_``;
     - the straight-through masks come from ``hardtanh_backward`` (the gradient where
       ``low < x < high``, one fused pass) and ``∂/∂θ_i`` is a dot product with the codes.
 
@@ -141,19 +141,21 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
             rows.append((p, float(levels / clip), float(step), weight))
         return top, (-top if signed else 0.0), rows
 
-    def codes_into(buf: Tensor, xc: Tensor, s: float, p: int) -> Tensor:
-        torch.mul(xc, s, out=buf)
+    def codes_into(buf: Tensor, x: Tensor, s: float, p: int) -> Tensor:
+        # The fixed path's codes of clamp(x): for x outside the range they land on the end
+        # codes (s·clip is within an ulp of the top code, well inside the floor margin).
+        levels = _levels(p, signed)
+        torch.mul(x, s, out=buf)
         if signed:
-            return buf.round_()
-        return buf.add_(_FLOOR_EPS * max(1.0, _levels(p, signed) / 255)).floor_()
+            return buf.round_().clamp_(-levels, levels)
+        return buf.add_(_FLOOR_EPS * max(1.0, levels / 255)).floor_().clamp_(0, levels)
 
     def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
-        top, low, rows = scalars(clip, theta)
-        xc = torch.clamp(x, low, top, out=_scratch_like(x, 0))
-        buf = _scratch_like(x, 1)
+        _, _, rows = scalars(clip, theta)
+        buf = _scratch_like(x)
         out = None
         for p, s, _, weight in rows:
-            k = codes_into(buf, xc, s, p)
+            k = codes_into(buf, x, s, p)
             if out is None:
                 out = torch.mul(k, weight)
             else:
@@ -165,25 +167,28 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
         if relu:
             if out is None:  # saved only when the forward ran on this path
                 out = forward(x, clip, theta)
-            grad = ops.threshold_backward.grad_input(grad, out, 0, grad_input=_scratch_like(x, 2))
+            # A fresh tensor that later becomes grad_x in place.
+            grad = ops.threshold_backward(grad, out, 0)
         top, low, rows = scalars(clip)
         mass = float(theta.sum())
-        grad_x = ops.hardtanh_backward(grad, x, low, top).mul_(mass)
         # x ≥ clip  ⇔  x > the float just below clip (and x ≤ −clip ⇔ x < the one above −clip)
         below_top = float(torch.nextafter(clip, clip.new_tensor(-math.inf)))
-        buf = _scratch_like(x, 1)
+        buf = _scratch_like(x)
         grad_clip = ops.hardtanh_backward.grad_input(grad, x, below_top, math.inf,
                                                      grad_input=buf).sum()
         if signed:
             grad_clip = grad_clip - ops.hardtanh_backward.grad_input(
                 grad, x, -math.inf, -below_top, grad_input=buf).sum()
-        xc = torch.clamp(x, low, top, out=_scratch_like(x, 0))
         flat_grad = grad.reshape(-1)
         grad_theta = torch.stack(
-            [torch.dot(flat_grad, codes_into(buf, xc, s, p).reshape(-1)) * step
+            [torch.dot(flat_grad, codes_into(buf, x, s, p).reshape(-1)) * step
              for p, s, step, _ in rows]
         )
-        return grad_x, grad_clip * mass, grad_theta
+        if relu:
+            grad_x = ops.hardtanh_backward.grad_input(grad, x, low, top, grad_input=grad)
+        else:
+            grad_x = ops.hardtanh_backward(grad, x, low, top)
+        return grad_x.mul_(mass), grad_clip * mass, grad_theta
 
     return forward, backward
 
