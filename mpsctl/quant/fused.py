@@ -52,12 +52,14 @@ def _clipped(x: Tensor, clip: Tensor, signed: bool) -> Tensor:
     return torch.minimum(torch.maximum(x, low), clip)
 
 
-def _pact_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
+def _pact_bodies(bits: tuple[int, ...], signed: bool):
     """Pure forward/backward of the mixture, written for the compiler to fuse.
 
-    With ``relu`` the ReLU that follows a signed quantizer is folded in: the forward output
-    is clamped at 0 and backward masks the gradient where that output is 0, exactly what
-    a separate ``ReLU`` would do, minus one pass each way.
+    Signed bodies take ``floor``, a 0-d tensor: ``-inf``, or ``0`` to fold in the ReLU that
+    follows a signed quantizer (the output is clamped at 0 and backward masks the gradient
+    where it is 0, exactly what a separate ``ReLU`` does, minus one pass each way). As a
+    tensor rather than a flag it keeps one compiled graph per body, not two (each costs
+    about a second of compilation).
     """
 
     def mixture(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
@@ -69,17 +71,17 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
             out = out + _codes(xc, clip, bits[i], signed) * (theta[i] * step)
         return out
 
-    def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
+    def forward(x: Tensor, clip: Tensor, theta: Tensor, floor: Tensor | None) -> Tensor:
         out = mixture(x, clip, theta)
-        return torch.relu(out) if relu else out
+        return torch.maximum(out, floor) if signed else out
 
-    def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor, out: Tensor | None):
+    def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor, floor: Tensor | None):
         # (Written as inductor fuses best: a product with the mask, scalar zeros.)
-        if relu:
-            # The ReLU's mask is recomputed rather than read from the saved output: cheaper
-            # than a fourth full-size read, and exact, since θ ≥ 0 in every mode makes the
-            # mixture a sum of non-negative terms (no round-off can change its sign).
-            grad = grad * (mixture(x, clip, theta) > 0)
+        if signed:
+            # The ReLU's mask is recomputed rather than read from a saved output: cheaper
+            # than another full-size read, and exact: θ ≥ 0 in every mode and all codes
+            # share the sign of x, so no round-off can change the mixture's sign.
+            grad = grad * (mixture(x, clip, theta) > floor)
         mass = theta.sum()
         above = x >= clip
         below = x <= -clip if signed else x <= 0
@@ -95,6 +97,21 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
         return grad_x, grad_clip * mass, grad_theta
 
     return forward, backward
+
+
+@functools.cache
+def _relu_floor(relu: bool, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(0.0 if relu else -math.inf, dtype=dtype, device=device)
+
+
+def _call_compiled_pact(key: tuple, which: int, args: tuple) -> tuple:
+    bits, signed, relu = key
+    fns = _compiled("pact", (bits, signed))
+    x = args[0] if which == 0 else args[1]
+    floor = _relu_floor(relu, x.dtype, x.device) if signed else None
+    if which == 0:
+        return fns[0](*args, floor)
+    return fns[1](*args[:4], floor)  # the saved output (args[4]) is for the eager path
 
 
 _scratch: dict[tuple, Tensor] = {}
@@ -269,13 +286,6 @@ def _eager(kind: str, key: tuple) -> tuple[Callable, Callable]:
     return _pact_eager_bodies(*key) if kind == "pact" else _minmax_bodies(*key)
 
 
-def bodies(kind: str, key: tuple) -> tuple[Callable, Callable]:
-    """(forward, backward) for ``kind`` in {"pact", "minmax"}: compiled when enabled."""
-    if fused_enabled():
-        return _compiled(kind, key)
-    return _eager(kind, key)
-
-
 def call(kind: str, key: tuple, which: int, *args):
     """Run a body; if compilation fails (no C++ compiler, unsupported platform), warn once
     and continue on the eager path for the rest of the process.
@@ -286,6 +296,8 @@ def call(kind: str, key: tuple, which: int, *args):
     args = tuple(a.detach() if a is not None else None for a in args)
     if fused_enabled():
         try:
+            if kind == "pact":
+                return _call_compiled_pact(key, which, args)
             return _compiled(kind, key)[which](*args)
         except Exception as exc:  # inductor raises many kinds; the eager path is exact
             _state["broken"] = True
