@@ -275,7 +275,10 @@ def _compiled(kind: str, key: tuple) -> tuple[Callable, Callable]:
     # size of the first call: a body first called on a small tensor (a weight, the last
     # layer's input) would stay single-threaded, its backward reductions 2× slower on two
     # cores. dynamic_threads always emits the parallel loop and lets OpenMP split it.
-    options = {"cpp.dynamic_threads": True}
+    # vec_isa_ok trusts the CPU's own list of vector instructions instead of compiling a
+    # probe for each (about 6 s of a first compilation); should the compiler still reject
+    # one, ``call`` falls back to the eager bodies.
+    options = {"cpp.dynamic_threads": True, "cpp.vec_isa_ok": True}
     return tuple(
         torch.compile(fn, dynamic=True, fullgraph=True, options=options) for fn in bodies
     )
