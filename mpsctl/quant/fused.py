@@ -293,6 +293,9 @@ def call(kind: str, key: tuple, which: int, *args):
     """Run a body; if compilation fails (no C++ compiler, unsupported platform), warn once
     and continue on the eager path for the rest of the process.
 
+    ``key`` is ``(bits, signed, relu)`` for ``"pact"`` and ``(bits, per_channel)`` for
+    ``"minmax"``; ``which`` is 0 (forward) or 1 (backward).
+
     The bodies are called from autograd functions, so they get detached tensors: otherwise
     dynamo would compile again for every requires_grad pattern and every parameter shape.
     """
