@@ -30,8 +30,7 @@ def use_channels_last(
     Returns whether the layout is on.
     """
     wanted = setting is True or (setting == "auto" and device.type == "cpu")
-    if not wanted or not any(isinstance(m, nn.Conv2d) or getattr(m, "op", "") == "conv2d"
-                             for m in model.modules()):
+    if not wanted or not _has_conv2d(model):
         return False
     _apply(model, True)
     training = model.training
@@ -51,6 +50,12 @@ def use_channels_last(
     finally:
         model.train(training)
     return True
+
+
+def _has_conv2d(model: nn.Module) -> bool:
+    if isinstance(model, Supernet):
+        return any(layer.op == "conv2d" for _, layer in model.layers())
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def _apply(model: nn.Module, enabled: bool) -> None:
