@@ -23,7 +23,9 @@ class LayerGeometry:
 
     ``kind`` is ``"conv"`` (groups may be > 1), ``"depthwise"`` (groups == cin == cout)
     or ``"linear"``. Conv1d layers use ``kernel = (k, 1)`` and ``out_hw = (length, 1)``;
-    linear layers use ``kernel = (1, 1)`` and ``out_hw = (1, 1)``.
+    linear layers use ``kernel = (1, 1)`` and ``out_hw = (1, 1)``. ``bias`` says whether the
+    layer adds a bias (after BatchNorm folding every conv does); MAC-based hardware models
+    count one extra MAC per output element for it.
     """
 
     kind: str
@@ -32,6 +34,7 @@ class LayerGeometry:
     kernel: tuple[int, int] = (1, 1)
     out_hw: tuple[int, int] = (1, 1)
     groups: int = 1
+    bias: bool = True
 
     @property
     def k(self) -> int:

@@ -1,0 +1,1 @@
+"""Hardware targets: each one's cost formulas, constants and refine rules together."""

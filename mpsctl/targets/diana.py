@@ -1,0 +1,171 @@
+"""DIANA (IGSC 2022): an 8-bit digital accelerator and a ternary analog in-memory array.
+
+A layer's 8-bit channels run on the digital accelerator and its 2-bit ("ternary") channels
+on the analog array; the two run concurrently, so the layer takes ``max(digital, analog)``.
+(The reference implementation sums the two; mpsctl takes the maximum, exact on hard
+assignments and a smooth log-sum-exp maximum in the soft search, see ``smooth_max``.)
+Activations are 8-bit. Constants: ``configs/targets/diana.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.ne16 import cdiv
+from mpsctl.errors import UserError
+from mpsctl.targets.common import Quantity, if_nonzero
+from mpsctl.targets.constants import Fields, read_mapping, shipped_file
+
+
+@dataclass(frozen=True)
+class DianaConstants:
+    """Array sizes, cycle counts and clock of DIANA; see ``configs/targets/diana.yaml``."""
+
+    digital_bits: int = 8
+    analog_bits: int = 2
+    digital_array: int = 16
+    load_store_divisor: int = 8
+    analog_program_per_weight: int = 8
+    analog_cout_tile: int = 512
+    analog_cin_tile: int = 128
+    unroll_buffer: int = 1152
+    unroll_min_cin: int = 64
+    max_unroll: int = 8
+    analog_op_ns: float = 70.0
+    frequency_hz: float = 260e6
+    smooth_max_temperature: float = 0.05
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: str) -> DianaConstants:
+        defaults = cls()
+        names = tuple(defaults.__dataclass_fields__)
+        f = Fields(data, source, "DIANA", names)
+        values: dict[str, Any] = {}
+        for n in names:
+            default = getattr(defaults, n)
+            if isinstance(default, float):
+                values[n] = f.number(n, default, positive=n != "smooth_max_temperature")
+            else:
+                values[n] = f.integer(n, default, 1)
+        constants = cls(**values)
+        if constants.digital_bits == constants.analog_bits:
+            raise UserError(f"{source}: DIANA digital_bits and analog_bits must differ")
+        if constants.max_unroll & (constants.max_unroll - 1):
+            raise f.fail("max_unroll", "a power of two", constants.max_unroll)
+        return constants
+
+    @property
+    def analog_op_cycles(self) -> float:
+        """Cycles (at ``frequency_hz``) of one analog array operation of ``analog_op_ns``."""
+        return self.analog_op_ns / (1e9 / self.frequency_hz)
+
+    @property
+    def unrolls(self) -> tuple[int, ...]:
+        """The output unrolls tried, smallest first: 1, 2, 4, ... ``max_unroll``."""
+        out, u = [], 1
+        while u <= self.max_unroll:
+            out.append(u)
+            u *= 2
+        return tuple(out)
+
+
+def load_diana_constants(path: str | Path | None = None) -> DianaConstants:
+    """Constants from ``path`` (default: the shipped file; built-in values without it)."""
+    path = Path(path) if path is not None else shipped_file("diana")
+    if not path.is_file() and path == shipped_file("diana"):
+        return DianaConstants()
+    return DianaConstants.from_mapping(read_mapping(path, "DIANA"), str(path))
+
+
+def diana_digital_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,
+                         constants: DianaConstants) -> Quantity:
+    """Cycles of ``cout`` output channels on the 16×16 digital array (0 if ``cout`` is 0).
+
+    ``⌈(Cout/g)/16⌉·Cin·⌈Ho/16⌉·Wo·Kh·Kw + Ho·Wo·(Cout + Cin)/8``; a depthwise layer's
+    channels are its ``cout`` (``g = Cin = Cout``); Linear is a 1×1 conv on a 1×1 map.
+    """
+    c = constants
+    kernel, (ho, wo) = geom.k, geom.out_hw
+    if geom.kind == "depthwise":
+        cin = cout
+        per_group: Quantity = 1
+    elif geom.kind == "conv" and geom.groups > 1:
+        per_group = cdiv(cout / geom.groups, c.digital_array)
+    else:
+        per_group = cdiv(cout, c.digital_array)
+    compute = per_group * cin * cdiv(ho, c.digital_array) * wo * kernel
+    load_store = ho * wo * (cout + cin) / c.load_store_divisor
+    return if_nonzero(cout, compute + load_store)
+
+
+def diana_unroll(geom: LayerGeometry, cin: Quantity, cout: Quantity,
+                 constants: DianaConstants) -> Quantity:
+    """The analog array's output unroll: the largest ``u`` in 1, 2, 4, 8 with
+    ``u·Cout ≤ 512`` and ``(u + Kh − 1)·max(64, Cin)·Kw ≤ 1152``; 1 when none fits."""
+    c = constants
+    kh, kw = geom.kernel
+    tensor = isinstance(cin, Tensor) or isinstance(cout, Tensor)
+    if tensor:
+        ref = cout if isinstance(cout, Tensor) else cin
+        cin_t = torch.as_tensor(cin, device=ref.device, dtype=torch.float32).detach()
+        cout_t = torch.as_tensor(cout, device=ref.device, dtype=torch.float32).detach()
+        unroll = torch.ones_like(torch.broadcast_tensors(cin_t, cout_t)[0])
+        for u in c.unrolls[1:]:
+            fits = (u * cout_t <= c.analog_cout_tile) & (
+                (u + kh - 1) * torch.clamp(cin_t, min=c.unroll_min_cin) * kw <= c.unroll_buffer)
+            unroll = torch.where(fits, torch.full_like(unroll, u), unroll)
+        return unroll
+    best = 1
+    for u in c.unrolls:
+        if (u * cout <= c.analog_cout_tile
+                and (u + kh - 1) * max(c.unroll_min_cin, cin) * kw <= c.unroll_buffer):
+            best = u
+    return best
+
+
+def diana_analog_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,
+                        constants: DianaConstants) -> Quantity:
+    """Cycles of ``cout`` ternary output channels on the analog array (0 if ``cout`` is 0).
+
+    Weight programming ``4·2·Cin·Kh·Kw`` plus compute ``⌈Cout/512⌉·⌈Cin/128⌉·Ho·Wo/u``
+    operations of 70 ns at 260 MHz. The array runs ungrouped layers only: a grouped or
+    depthwise layer on it is a ValueError on numbers (the recipe check refuses it earlier).
+    """
+    c = constants
+    if geom.kind == "depthwise" or geom.groups > 1:
+        if not (isinstance(cin, Tensor) or isinstance(cout, Tensor)):
+            raise ValueError(f"DIANA's analog array cannot run a {geom.kind} layer with "
+                             f"{geom.groups} groups")
+    ho, wo = geom.out_hw
+    program = c.analog_program_per_weight * cin * geom.k
+    unroll = diana_unroll(geom, cin, cout, c)
+    ops = cdiv(cout, c.analog_cout_tile) * cdiv(cin, c.analog_cin_tile) * ho * wo / unroll
+    return if_nonzero(cout, program + ops * c.analog_op_cycles)
+
+
+def diana_group_cycles(geom: LayerGeometry, weight_bits: int, cin: Quantity, cout: Quantity,
+                       constants: DianaConstants) -> Quantity:
+    """Cycles of one weight-precision group: digital, analog, or 0 for pruned channels."""
+    if weight_bits == 0:
+        return 0
+    if weight_bits == constants.digital_bits:
+        return diana_digital_cycles(geom, cin, cout, constants)
+    if weight_bits == constants.analog_bits:
+        return diana_analog_cycles(geom, cin, cout, constants)
+    raise ValueError(f"DIANA runs {constants.analog_bits}- and {constants.digital_bits}-bit "
+                     f"weights only, not {weight_bits}")
+
+
+def diana_layer_cycles(geom: LayerGeometry, counts: dict[int, int], cin: int,
+                       constants: DianaConstants) -> float:
+    """Exact cycles of a layer with output channels ``{bits: count}``: the slower of its
+    digital (8-bit) and analog (2-bit) parts, which run concurrently."""
+    parts = [diana_group_cycles(geom, int(bits), cin, int(count), constants)
+             for bits, count in counts.items() if count > 0]
+    return float(max(parts, default=0))

@@ -1,0 +1,79 @@
+"""GAP8 (8-core RISC-V cluster with 8-bit SIMD): a latency model that ignores bit widths.
+
+Channels are processed in groups (``⌈n/N⌉``: straight-through in the search, exact on
+integers), so the model rewards pruning only: a layer's latency depends on its kept input
+and output channels, whatever their precisions. Constants: ``configs/targets/gap8.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.ne16 import cdiv
+from mpsctl.targets.common import Quantity, if_nonzero
+from mpsctl.targets.constants import Fields, read_mapping, shipped_file
+
+
+@dataclass(frozen=True)
+class GAP8Constants:
+    """Tile sizes and cycle counts of the GAP8 kernels; see ``configs/targets/gap8.yaml``."""
+
+    out_rows_tile: int = 2
+    out_cols_tile: int = 8
+    im2col_per_element: int = 2
+    cout_tile: int = 4
+    matmul_prologue: int = 5
+    inner_tile: int = 4
+    inner_cycles: int = 14
+    matmul_epilogue: int = 10
+    depthwise_cycles: int = 4
+    depthwise_cout_tile: int = 4
+    linear_in_tile: int = 2
+    linear_out_tile: int = 4
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: str) -> GAP8Constants:
+        defaults = cls()
+        names = tuple(defaults.__dataclass_fields__)
+        f = Fields(data, source, "GAP8", names)
+        tiles = {"out_rows_tile", "out_cols_tile", "cout_tile", "inner_tile",
+                 "depthwise_cout_tile", "linear_in_tile", "linear_out_tile"}
+        return cls(**{n: f.integer(n, getattr(defaults, n), 1 if n in tiles else 0)
+                      for n in names})
+
+
+def load_gap8_constants(path: str | Path | None = None) -> GAP8Constants:
+    """Constants from ``path`` (default: the shipped file; built-in values without it)."""
+    path = Path(path) if path is not None else shipped_file("gap8")
+    if not path.is_file() and path == shipped_file("gap8"):
+        return GAP8Constants()
+    return GAP8Constants.from_mapping(read_mapping(path, "GAP8"), str(path))
+
+
+def gap8_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,
+                constants: GAP8Constants) -> Quantity:
+    """Cycles of the layer with ``cin`` kept inputs and ``cout`` kept outputs (0 if none).
+
+    Conv2d: ``⌈Ho/2⌉·⌈Wo/8⌉·(im2col + matmul)``, ``im2col = K·Cin·2``, ``matmul =
+    ⌈Cout/4⌉·(5 + ⌈K·Cin/4⌉·14 + 10)``; depthwise: ``4·⌈Cout/4⌉·Ho·Wo·K``; Linear:
+    ``⌈in/2⌉·⌈out/4⌉``. A Conv1d is a Conv2d of width 1; a grouped (not depthwise) conv
+    counts as ``groups`` convs of ``⌈Cin/groups⌉ → ⌈Cout/groups⌉``.
+    """
+    c = constants
+    ho, wo = geom.out_hw
+    if geom.kind == "linear":
+        cycles = cdiv(cin, c.linear_in_tile) * cdiv(cout, c.linear_out_tile)
+    elif geom.kind == "depthwise":
+        cycles = c.depthwise_cycles * cdiv(cout, c.depthwise_cout_tile) * ho * wo * geom.k
+    else:
+        g = geom.groups
+        ki, ko = (cdiv(cin, g), cdiv(cout, g)) if g > 1 else (cin, cout)
+        im2col = geom.k * ki * c.im2col_per_element
+        inner = cdiv(geom.k * ki, c.inner_tile) * c.inner_cycles
+        matmul = cdiv(ko, c.cout_tile) * (c.matmul_prologue + inner + c.matmul_epilogue)
+        spatial = cdiv(ho, c.out_rows_tile) * cdiv(wo, c.out_cols_tile)
+        cycles = g * spatial * (im2col + matmul)
+    return if_nonzero(cout, cycles)
