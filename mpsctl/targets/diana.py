@@ -169,3 +169,25 @@ def diana_layer_cycles(geom: LayerGeometry, counts: dict[int, int], cin: int,
     parts = [diana_group_cycles(geom, int(bits), cin, int(count), constants)
              for bits, count in counts.items() if count > 0]
     return float(max(parts, default=0))
+
+
+def diana_precision_problems(geom: LayerGeometry, act_bits: int, weight_bits: list[int],
+                             constants: DianaConstants) -> list[str]:
+    """Why DIANA cannot run a layer with these precisions (empty when it can): activations
+    are 8-bit, weights 8 (digital) or 2 (analog) bits or pruned, and the analog array runs
+    ungrouped layers only."""
+    c = constants
+    found = []
+    if act_bits != 8:
+        found.append(f"DIANA runs 8-bit activations only, not {act_bits}")
+    allowed = (0, c.analog_bits, c.digital_bits)
+    for w in weight_bits:
+        if w not in allowed:
+            found.append(f"DIANA cannot run {w}-bit weights (it runs {c.digital_bits} on the "
+                         f"digital accelerator, {c.analog_bits} on the analog array, "
+                         "or 0 to prune)")
+    if c.analog_bits in weight_bits and (geom.kind == "depthwise" or geom.groups > 1):
+        what = "depthwise" if geom.kind == "depthwise" else f"grouped ({geom.groups} groups)"
+        found.append(f"DIANA's analog array cannot run {c.analog_bits}-bit weights in a "
+                     f"{what} layer (use {c.digital_bits} or 0 there)")
+    return found

@@ -77,3 +77,14 @@ def gap8_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,
         spatial = cdiv(ho, c.out_rows_tile) * cdiv(wo, c.out_cols_tile)
         cycles = g * spatial * (im2col + matmul)
     return if_nonzero(cout, cycles)
+
+
+def gap8_precision_problems(geom: LayerGeometry, act_bits: int,
+                            weight_bits: list[int]) -> list[str]:
+    """Why GAP8 cannot run these precisions (empty when it can): its SIMD unit is 8-bit, so
+    anything up to 8 bits runs (at the 8-bit speed) and wider precisions do not."""
+    found = []
+    if act_bits > 8:
+        found.append(f"GAP8 runs activations of up to 8 bits, not {act_bits}")
+    found += [f"GAP8 runs weights of up to 8 bits, not {w}" for w in weight_bits if w > 8]
+    return found
