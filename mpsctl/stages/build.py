@@ -130,5 +130,5 @@ def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...])
     from mpsctl.quant.fused import set_fused
 
     set_fused(recipe.search.compile)
-    use_constants(recipe.search.ne16_target)
+    use_constants(recipe.search.targets.get("ne16"))
     return build_supernet(model, example_input(input_shape), search_space(recipe))
