@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mpsctl.console import format_cost
+
 
 def _width(stream) -> int | None:
     """Terminal width on a terminal; wide enough for the tables when piped or logged."""
@@ -43,13 +45,13 @@ def layer_table(rows: list[dict], layer_costs: dict[str, dict] | None = None,
             f"{row['out_channels']}/{row.get('total_out_channels', row['out_channels'])}",
         ]
         per = (layer_costs or {}).get(row["name"], {})
-        cells += [f"{per.get(n, 0):,.0f}" for n in cost_names]
+        cells += [format_cost(per.get(n, 0)) for n in cost_names]
         table.add_row(*cells)
     return table
 
 
 def _costs(cost: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:,.0f}" for k, v in cost.items())
+    return ", ".join(f"{k} {format_cost(v)}" for k, v in cost.items())
 
 
 def _metrics(metrics: dict[str, Any]) -> str:

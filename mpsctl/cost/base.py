@@ -65,3 +65,6 @@ def available_costs() -> list[str]:
 
 def _load_builtin_costs() -> None:
     from mpsctl.cost import bitops, ne16, params_bit  # noqa: F401  (registration side effect)
+    from mpsctl.targets.catalog import register_builtin_models
+
+    register_builtin_models(COSTS)

@@ -74,12 +74,35 @@ def layer_cost(
     else:
         cin = kept_channels(producer, theta_fn) * cin_source[1]
     if choice.per_channel:
-        weight = torch.ones_like(p_w)
         cout = theta_w.sum(1)
     else:
-        weight = theta_w
         cout = torch.full_like(p_w, float(geom.cout))
-    f = cost_fn(geom, p_in, p_w.unsqueeze(0), cin, cout.unsqueeze(0))
+    group_costs = getattr(cost_fn, "group_costs", cost_fn)
+    f = group_costs(geom, p_in, p_w.unsqueeze(0), cin, cout.unsqueeze(0))
     f = torch.broadcast_to(f, (len(slot.bits), len(choice.bits)))
     f = torch.where(p_w.unsqueeze(0) > 0, f, torch.zeros_like(f))
-    return (theta_in.unsqueeze(1) * weight.unsqueeze(0) * f).sum()
+    per_group = (theta_in.unsqueeze(1) * f).sum(0)
+    if choice.per_channel:
+        combine = getattr(cost_fn, "combine_groups", None)
+        total = combine(per_group) if combine is not None else per_group.sum()
+    else:
+        total = (theta_w * per_group).sum()  # expected over the layer's one precision
+    layer_term = getattr(cost_fn, "layer_term", None)
+    if layer_term is not None:
+        total = total + layer_term(geom, cin, kept_channels(choice, theta_fn))
+    return total
+
+
+def exact_layer_cost(layer: SearchableLayer, model) -> Tensor:
+    """Exact cost of one layer at its argmax (or frozen) assignment, from integer counts."""
+    choice: PrecisionChoice = layer.choice
+    index = choice.assignment()
+    if choice.per_channel:
+        found = torch.bincount(index.detach().cpu().long(), minlength=len(choice.bits)).tolist()
+        counts = {int(b): int(n) for b, n in zip(choice.bits, found, strict=True)}
+    else:
+        counts = {int(choice.bits[int(index)]): layer.geometry.cout}
+    slot = layer.input_slot
+    act_bits = int(slot.bits[int(slot.choice.assignment())])
+    value = model.exact_layer_cost(layer.geometry, counts, layer.kept_in_channels(), act_bits)
+    return torch.tensor(float(value), dtype=torch.float64)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from mpsctl.cost.base import get_cost
-from mpsctl.cost.expected import expected_theta, hard_theta, layer_cost
+from mpsctl.cost.expected import exact_layer_cost, expected_theta, hard_theta, layer_cost
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
 
@@ -26,6 +26,9 @@ class Supernet(nn.Module):
         super().__init__()
         self.net = net
         self.weight_choices = weight_choices
+        #: Cost models by name that take precedence over the registry's (a recipe's target
+        #: constants files, its YAML-only targets).
+        self.cost_models: dict[str, object] = {}
 
     # -- structure ---------------------------------------------------------------------
     def layers(self) -> Iterator[tuple[str, SearchableLayer]]:
@@ -87,7 +90,9 @@ class Supernet(nn.Module):
         return sum(self.layer_costs(name, hard).values(), torch.zeros(()))
 
     def layer_costs(self, name: str, hard: bool = False) -> dict[str, Tensor]:
-        fn = get_cost(name)
+        fn = self.cost_models.get(name) or get_cost(name)
+        if hard and hasattr(fn, "exact_layer_cost"):
+            return {n: exact_layer_cost(layer, fn) for n, layer in self.layers()}
         theta_fn = hard_theta if hard else expected_theta
         return {n: layer_cost(layer, fn, theta_fn) for n, layer in self.layers()}
 

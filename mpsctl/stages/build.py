@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mpsctl.data import DataBundle, build_datasets, make_loaders
-from mpsctl.errors import UserError
+from mpsctl.errors import RecipeError, UserError
 from mpsctl.models.registry import build_model
 from mpsctl.recipe import Recipe
 from mpsctl.search.convert import build_supernet
@@ -131,4 +131,31 @@ def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...])
 
     set_fused(recipe.search.compile)
     use_constants(recipe.search.targets.get("ne16"))
-    return build_supernet(model, example_input(input_shape), search_space(recipe))
+    from mpsctl.targets.catalog import cost_models
+
+    net = build_supernet(model, example_input(input_shape), search_space(recipe))
+    net.cost_models = cost_models(recipe.search.targets)
+    return net
+
+
+def check_target_precisions(recipe: Recipe, net: Supernet) -> None:
+    """Refuse, before any training, a search whose candidates a target cannot run: each
+    cost model of a hardware target checks every layer's weight and input precisions."""
+    from mpsctl.cost import get_cost
+    from mpsctl.targets.catalog import precision_problems
+
+    found: list[str] = []
+    for cost in recipe.search.cost:
+        model = net.cost_models.get(cost) or get_cost(cost)
+        for name, layer in net.layers():
+            for act in layer.input_slot.bits:
+                for text in precision_problems(model, cost, layer.geometry, int(act),
+                                               [int(b) for b in layer.choice.bits]):
+                    line = f"search.cost.{cost}: layer '{name}': {text}"
+                    if line not in found:
+                        found.append(line)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise RecipeError(f"{found[0]}{more}: change search.weight_bits/act_bits, or the "
+                          "layer's precisions in search.layers")
+

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from mpsctl.cost import get_cost
 from mpsctl.cost.ne16 import ne16_supported
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.supernet import Supernet
+from mpsctl.targets.catalog import BUILTIN_MODELS, precision_problems
 
 DEFAULT_COSTS = ("params_bit", "bitops")
 
@@ -65,12 +67,31 @@ def per_layer_costs(net: Supernet, names: tuple[str, ...] | list[str]) -> dict[s
 
 
 def cost_names(recipe_costs: dict[str, float], net: Supernet | None = None) -> list[str]:
-    """params_bit and bitops always, then the recipe's, then ne16 for NE16-shaped models."""
+    """params_bit and bitops always, then the recipe's, then every hardware target's cost
+    model that can run the model at its current assignment (NE16 for NE16-shaped models,
+    MPIC, GAP8, DIANA, the recipe's own targets)."""
     names = list(DEFAULT_COSTS) + [c for c in recipe_costs if c not in DEFAULT_COSTS]
-    if net is not None and "ne16" not in names and all(
+    if net is None:
+        return names
+    if "ne16" not in names and all(
         ne16_supported(layer.geometry) for _, layer in net.layers()
     ) and all(
         slot.bits[int(slot.choice.assignment())] == 8 for _, slot in net.activation_slots()
     ):
         names.append("ne16")
+    candidates = [*BUILTIN_MODELS, *net.cost_models]
+    names += [c for c in dict.fromkeys(candidates) if c not in names and _runs(net, c)]
     return names
+
+
+def _runs(net: Supernet, cost: str) -> bool:
+    """Whether the target behind ``cost`` runs every layer at its chosen precisions."""
+    model = net.cost_models.get(cost) or get_cost(cost)
+    for _, layer in net.layers():
+        slot = layer.input_slot
+        act = int(slot.bits[int(slot.choice.assignment())])
+        index = layer.choice.assignment().flatten().tolist()
+        weights = sorted({int(layer.choice.bits[int(i)]) for i in index})
+        if precision_problems(model, cost, layer.geometry, act, weights):
+            return False
+    return True

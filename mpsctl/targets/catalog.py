@@ -103,3 +103,53 @@ def get_target(name: str, targets: dict[str, str] | None = None) -> Target | Non
     if name in (targets or {}):
         return custom_target(name)
     return None
+
+
+#: The cost model classes of the built-in targets, by cost name.
+BUILTIN_MODELS: dict[str, Callable[[Any], Any]] = {
+    "mpic_latency": mpic.MPICLatency,
+    "mpic_energy": mpic.MPICEnergy,
+    "gap8_latency": gap8.GAP8Latency,
+    "diana_latency": diana.DianaLatency,
+}
+
+
+def register_builtin_models(registry: Any) -> None:
+    """Put the built-in targets' cost models (shipped constants) in the cost registry."""
+    for name, cls in BUILTIN_MODELS.items():
+        if name not in registry:
+            target = target_of_cost(name)
+            assert target is not None
+            registry.register(name)(cls(target.load(None)))
+
+
+def cost_models(targets: dict[str, str]) -> dict[str, Any]:
+    """The cost models a recipe's ``search.targets`` files define: built-in ones with the
+    file's constants, and each YAML-only target's latency (and energy, if it gives one)."""
+    out: dict[str, Any] = {}
+    for name, path in targets.items():
+        target = get_target(name, targets)
+        if target is None:
+            continue
+        constants = target.load(path)
+        if name in BUILTIN:
+            out.update({cost: BUILTIN_MODELS[cost](constants) for cost in target.costs
+                        if cost in BUILTIN_MODELS})
+            continue
+        out[name] = custom.CustomLatency(name, constants)
+        if constants.energy_per_cycle is not None:
+            out[f"{name}_energy"] = custom.CustomEnergy(f"{name}_energy", constants)
+    return out
+
+
+def precision_problems(model: Any, cost: str, geom: LayerGeometry, act_bits: int,
+                       weight_bits: list[int]) -> list[str]:
+    """Why the target behind cost model ``model`` (named ``cost``) cannot run a layer with
+    these precisions; empty for costs that are not a target's (params_bit, bitops)."""
+    check = getattr(model, "precision_problems", None)
+    if check is not None:
+        return check(geom, act_bits, weight_bits)
+    target = target_of_cost(cost)
+    if target is None:
+        return []
+    return target.problems(geom, act_bits, weight_bits, None)

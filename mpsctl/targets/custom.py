@@ -111,3 +111,43 @@ def custom_precision_problems(name: str, geom: LayerGeometry, act_bits: int,
                               weight_bits: list[int], constants: CustomConstants) -> list[str]:
     """Why the target ``name`` cannot run these precisions (empty when it can)."""
     return table_problems(name, constants.macs_per_cycle, act_bits, weight_bits)
+
+
+class CustomLatency:
+    """A YAML target's latency (cycles): per-group MACs over the table, plus the overhead."""
+
+    def __init__(self, name: str, constants: CustomConstants) -> None:
+        self.name = name
+        self.constants = constants
+
+    def group_costs(self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor,
+                    cout: Tensor) -> Tensor:
+        return custom_group_cycles(geom, p_in, p_w, cin, cout, self.constants)
+
+    def layer_term(self, geom: LayerGeometry, cin: Tensor, kept_cout: Tensor) -> Tensor:
+        return custom_overhead(kept_cout, self.constants)
+
+    def exact_layer_cost(self, geom: LayerGeometry, counts: dict[int, int], cin: int,
+                         act_bits: int) -> float:
+        return custom_layer_cycles(geom, counts, cin, act_bits, self.constants)
+
+    def precision_problems(self, geom: LayerGeometry, act_bits: int,
+                           weight_bits: list[int]) -> list[str]:
+        return custom_precision_problems(self.name.removesuffix("_energy"), geom, act_bits,
+                                         weight_bits, self.constants)
+
+
+class CustomEnergy(CustomLatency):
+    """A YAML target's energy (joules): its latency times ``energy_per_cycle``."""
+
+    def group_costs(self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor,
+                    cout: Tensor) -> Tensor:
+        return custom_energy(super().group_costs(geom, p_in, p_w, cin, cout), self.constants)
+
+    def layer_term(self, geom: LayerGeometry, cin: Tensor, kept_cout: Tensor) -> Tensor:
+        return custom_energy(super().layer_term(geom, cin, kept_cout), self.constants)
+
+    def exact_layer_cost(self, geom: LayerGeometry, counts: dict[int, int], cin: int,
+                         act_bits: int) -> float:
+        return custom_energy(super().exact_layer_cost(geom, counts, cin, act_bits),
+                             self.constants)

@@ -19,7 +19,7 @@ from torch import Tensor
 from mpsctl.cost.base import LayerGeometry
 from mpsctl.cost.ne16 import cdiv
 from mpsctl.errors import UserError
-from mpsctl.targets.common import Quantity, if_nonzero
+from mpsctl.targets.common import Quantity, if_nonzero, smooth_max
 from mpsctl.targets.constants import Fields, read_mapping, shipped_file
 
 
@@ -191,3 +191,38 @@ def diana_precision_problems(geom: LayerGeometry, act_bits: int, weight_bits: li
         found.append(f"DIANA's analog array cannot run {c.analog_bits}-bit weights in a "
                      f"{what} layer (use {c.digital_bits} or 0 there)")
     return found
+
+
+class DianaLatency:
+    """``diana_latency``: per layer, the slower of the digital and analog parts.
+
+    In a per-channel search the two groups' expected cycles combine through a smooth
+    maximum (log-sum-exp, temperature ``smooth_max_temperature`` × the larger part), so both
+    sides get gradient near a tie; hard assignments use the exact maximum.
+    """
+
+    name = "diana_latency"
+
+    def __init__(self, constants: DianaConstants | None = None) -> None:
+        self.constants = constants if constants is not None else DianaConstants()
+
+    def group_costs(self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor,
+                    cout: Tensor) -> Tensor:
+        c = self.constants
+        cout = torch.broadcast_to(torch.as_tensor(cout, device=p_w.device), p_w.shape)
+        digital = diana_digital_cycles(geom, cin, cout, c)
+        analog = diana_analog_cycles(geom, cin, cout, c)
+        zeros = torch.zeros_like(digital)
+        out = torch.where(p_w == c.digital_bits, digital, zeros)
+        return torch.where(p_w == c.analog_bits, analog, out)
+
+    def combine_groups(self, per_group: Tensor) -> Tensor:
+        return smooth_max(per_group, self.constants.smooth_max_temperature)
+
+    def exact_layer_cost(self, geom: LayerGeometry, counts: dict[int, int], cin: int,
+                         act_bits: int) -> float:
+        return diana_layer_cycles(geom, counts, cin, self.constants)
+
+    def precision_problems(self, geom: LayerGeometry, act_bits: int,
+                           weight_bits: list[int]) -> list[str]:
+        return diana_precision_problems(geom, act_bits, weight_bits, self.constants)

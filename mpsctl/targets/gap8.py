@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from mpsctl.cost.base import LayerGeometry
 from mpsctl.cost.ne16 import cdiv
 from mpsctl.targets.common import Quantity, if_nonzero
@@ -88,3 +91,32 @@ def gap8_precision_problems(geom: LayerGeometry, act_bits: int,
         found.append(f"GAP8 runs activations of up to 8 bits, not {act_bits}")
     found += [f"GAP8 runs weights of up to 8 bits, not {w}" for w in weight_bits if w > 8]
     return found
+
+
+class GAP8Latency:
+    """``gap8_latency``: cycles of the layer's kept channels, whatever their precisions.
+
+    Nothing depends on a weight-precision group, so the whole latency is the layer's
+    once-per-layer cost of its kept channels (``layer_costs``).
+    """
+
+    name = "gap8_latency"
+
+    def __init__(self, constants: GAP8Constants | None = None) -> None:
+        self.constants = constants if constants is not None else GAP8Constants()
+
+    def group_costs(self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor,
+                    cout: Tensor) -> Tensor:
+        return torch.zeros_like(p_w, dtype=torch.float32)
+
+    def layer_term(self, geom: LayerGeometry, cin: Tensor, kept_cout: Tensor) -> Tensor:
+        return gap8_cycles(geom, cin, kept_cout, self.constants)
+
+    def exact_layer_cost(self, geom: LayerGeometry, counts: dict[int, int], cin: int,
+                         act_bits: int) -> int:
+        kept = sum(n for bits, n in counts.items() if bits != 0)
+        return int(gap8_cycles(geom, cin, kept, self.constants))
+
+    def precision_problems(self, geom: LayerGeometry, act_bits: int,
+                           weight_bits: list[int]) -> list[str]:
+        return gap8_precision_problems(geom, act_bits, weight_bits)

@@ -120,3 +120,39 @@ def table_problems(target: str, table: MacsPerCycle, act_bits: int,
     return [f"{target} cannot run {w}-bit weights with {act_bits}-bit activations "
             f"(it runs {', '.join(map(str, runs))}, or 0 to prune)"
             for w in weight_bits if w != 0 and w not in runs]
+
+
+class MPICLatency:
+    """``mpic_latency``: cycles; each weight-precision group runs its share of the MACs."""
+
+    name = "mpic_latency"
+
+    def __init__(self, constants: MPICConstants | None = None) -> None:
+        self.constants = constants if constants is not None else MPICConstants()
+
+    def group_costs(self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor,
+                    cout: Tensor) -> Tensor:
+        return mpic_cycles(geom, p_in, p_w, cin, cout, self.constants)
+
+    def exact_layer_cost(self, geom: LayerGeometry, counts: dict[int, int], cin: int,
+                         act_bits: int) -> float:
+        return mpic_layer_cycles(geom, counts, cin, act_bits, self.constants)
+
+    def precision_problems(self, geom: LayerGeometry, act_bits: int,
+                           weight_bits: list[int]) -> list[str]:
+        return mpic_precision_problems(geom, act_bits, weight_bits, self.constants)
+
+
+class MPICEnergy(MPICLatency):
+    """``mpic_energy``: joules, the latency at the core's clock and mean power."""
+
+    name = "mpic_energy"
+
+    def group_costs(self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor,
+                    cout: Tensor) -> Tensor:
+        return mpic_energy(super().group_costs(geom, p_in, p_w, cin, cout), self.constants)
+
+    def exact_layer_cost(self, geom: LayerGeometry, counts: dict[int, int], cin: int,
+                         act_bits: int) -> float:
+        return mpic_energy(super().exact_layer_cost(geom, counts, cin, act_bits),
+                           self.constants)
