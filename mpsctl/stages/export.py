@@ -16,7 +16,7 @@ import torch
 from mpsctl.console import Reporter
 from mpsctl.search.supernet import Supernet
 from mpsctl.stages import common, state, summary
-from mpsctl.train import evaluate
+from mpsctl.training.epoch import evaluate
 
 RELATIVE_TOLERANCE = 1e-5
 

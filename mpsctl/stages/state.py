@@ -63,7 +63,7 @@ def ensure_writable(folder: Path) -> None:
 
 def write(path: Path, data: dict[str, Any]) -> Path:
     """Save a checkpoint (rank 0 only under torchrun)."""
-    from mpsctl import distributed
+    from mpsctl.training import distributed
 
     if not distributed.is_main():
         return Path(path)
