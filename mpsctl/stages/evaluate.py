@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mpsctl.stages import common, state, summary
+from mpsctl.checkpoint import state
+from mpsctl.stages import common, summary
 from mpsctl.training import distributed
 from mpsctl.training.epoch import evaluate
 

@@ -11,10 +11,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError
-from mpsctl.recipe import recipe_from_dict
-from mpsctl.stages import build, state, summary
+from mpsctl.recipe import build, recipe_from_dict
+from mpsctl.stages import summary
 from mpsctl.training import distributed
 from mpsctl.training.device import seed_everything
 from mpsctl.training.epoch import evaluate
@@ -26,7 +27,7 @@ from mpsctl.training.optim import optimizer_for
 def run_finetune(
     path: Path, overrides: list[str], reporter: Reporter, resume: bool = False
 ) -> dict[str, Any]:
-    ckpt = state.read(path, expect=("export", "refine"), command="finetune")
+    ckpt = state.read(path, command="finetune")
     _, net = state.rebuild(ckpt)
     if ckpt["stage"] == "refine":
         net = net.harden()

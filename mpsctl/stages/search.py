@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 
+from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError, RecipeError
-from mpsctl.recipe import Recipe, dump_recipe_yaml, recipe_diff, recipe_to_dict
+from mpsctl.recipe import Recipe, build, dump_recipe_yaml, recipe_diff, recipe_to_dict
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import build, state, summary
+from mpsctl.stages import summary
 from mpsctl.training import distributed
 from mpsctl.training.device import seed_everything
 from mpsctl.training.epoch import evaluate

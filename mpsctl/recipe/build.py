@@ -11,7 +11,7 @@ from torch import nn
 from mpsctl.data import DataBundle, build_datasets, make_loaders
 from mpsctl.errors import UserError
 from mpsctl.models.registry import build_model
-from mpsctl.recipe import Recipe
+from mpsctl.recipe.schema import Recipe
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import LayerOverride, SearchSpace
 from mpsctl.search.supernet import Supernet
