@@ -42,8 +42,8 @@ def _fail(code: int, message: str) -> None:
 
 def _run(action: Callable[[], Any]) -> Any:
     """Run a stage, mapping bad input to exit 2 and other failures to exit 1 (one line)."""
-    from mpsctl import distributed
     from mpsctl.errors import Interrupted, UserError
+    from mpsctl.training import distributed
 
     try:
         result = action()
