@@ -1,4 +1,10 @@
-"""`mpsctl refine --target ne16`: promote channels where NE16's tiles make that cheaper.
+"""`mpsctl refine --target NAME`: promote channels where the target's latency gets cheaper.
+
+Promoting a channel to a higher precision can make a layer *faster* on targets that process
+channels in chunks (NE16's tiles, a YAML target's ``cout_multiple``/``cin_multiple``) or
+that run precision groups on different units concurrently (DIANA: moving a channel from the
+analog array to the digital accelerator changes which side is the slower one). Targets where
+it cannot (GAP8's latency ignores bits, MPIC has no rounding) are refused in one line.
 
 Works on a search (or refine) checkpoint. Each per-channel weight choice is refined as a
 whole, with the latency of every layer that shares it; per-layer choices are left alone.
@@ -13,17 +19,45 @@ from typing import Any
 
 from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
+from mpsctl.cost import get_cost
 from mpsctl.cost.ne16 import ne16_layer_cycles
 from mpsctl.errors import UserError
+from mpsctl.recipe import Recipe
 from mpsctl.refine import channel_counts, refine_channel_assignment
 from mpsctl.search.supernet import Supernet
 from mpsctl.stages import summary
+from mpsctl.targets import catalog
 
-TARGETS = ("ne16",)
+
+class _NE16Latency:
+    """NE16's exact layer latency in the shape of the other targets' cost models."""
+
+    def exact_layer_cost(self, geom, counts: dict[int, int], cin: int, act_bits: int) -> int:
+        return ne16_layer_cycles(geom, counts, cin)
 
 
-def layer_cycles(net: Supernet) -> dict[str, int]:
-    """Exact NE16 cycles of every layer at the current (argmax or frozen) assignment."""
+def latency_model(target: str, recipe: Recipe, net: Supernet) -> Any:
+    """The latency cost model refine minimises for ``target`` (its recipe constants), or a
+    UserError when the target is unknown or promoting channels cannot make it faster."""
+    found = catalog.get_target(target, recipe.search.targets)
+    if found is None:
+        names = [*catalog.BUILTIN, *(n for n in recipe.search.targets if n not in catalog.BUILTIN)]
+        raise UserError(f"--target: unknown target '{target}' (available: {', '.join(names)})")
+    refuse_unrefinable(found, found.load(recipe.search.targets.get(target)))
+    if target == "ne16":
+        return _NE16Latency()
+    latency = found.costs[0]
+    return net.cost_models.get(latency) or get_cost(latency)
+
+
+def refuse_unrefinable(target: catalog.Target, constants: Any) -> None:
+    if not target.refinable(constants):
+        raise UserError(f"refine --target {target.name}: {target.no_refine_reason} "
+                        "(refine helps ne16, diana and YAML targets with channel rounding)")
+
+
+def layer_cycles(net: Supernet, model: Any) -> dict[str, float]:
+    """Exact latency of every layer at the current (argmax or frozen) assignment."""
     out = {}
     for name, layer in net.layers():
         choice = layer.choice
@@ -32,11 +66,17 @@ def layer_cycles(net: Supernet) -> dict[str, int]:
             counts = channel_counts(index, choice.bits)
         else:
             counts = {choice.bits[int(index)]: layer.geometry.cout}
-        out[name] = ne16_layer_cycles(layer.geometry, counts, layer.kept_in_channels())
+        out[name] = model.exact_layer_cost(layer.geometry, counts, layer.kept_in_channels(),
+                                           _act_bits(layer))
     return out
 
 
-def refine_supernet(net: Supernet) -> tuple[list[str], list[str]]:
+def _act_bits(layer) -> int:
+    slot = layer.input_slot
+    return int(slot.bits[int(slot.choice.assignment())])
+
+
+def refine_supernet(net: Supernet, model: Any) -> tuple[list[str], list[str]]:
     """Refine every per-channel choice in place (frozen afterwards); returns refined and
     left-alone choice names."""
     members: dict[int, list] = {}
@@ -51,10 +91,11 @@ def refine_supernet(net: Supernet) -> tuple[list[str], list[str]]:
             continue
         layers = members.get(id(choice), [])
         cins = [layer.kept_in_channels() for layer in layers]
+        acts = [_act_bits(layer) for layer in layers]
 
-        def latency(counts: dict[int, int], layers=layers, cins=cins) -> int:
-            return sum(ne16_layer_cycles(layer.geometry, counts, cin)
-                       for layer, cin in zip(layers, cins, strict=True))
+        def latency(counts: dict[int, int], layers=layers, cins=cins, acts=acts) -> float:
+            return sum(model.exact_layer_cost(layer.geometry, counts, cin, act)
+                       for layer, cin, act in zip(layers, cins, acts, strict=True))
 
         before = choice.assignment()
         # A refined (frozen) choice has no logits left; its one-hot serves, and a second
@@ -67,13 +108,15 @@ def refine_supernet(net: Supernet) -> tuple[list[str], list[str]]:
 
 
 def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
-    if target not in TARGETS:
-        raise UserError(f"--target: unknown target '{target}' (available: {', '.join(TARGETS)})")
+    builtin = catalog.BUILTIN.get(target)
+    if builtin is not None:  # refused before reading anything when it cannot help
+        refuse_unrefinable(builtin, None)
     ckpt = state.read(path, command="refine")
     recipe, net = state.rebuild(ckpt)
-    before = layer_cycles(net)
-    refined, skipped = refine_supernet(net)
-    after = layer_cycles(net)
+    model = latency_model(target, recipe, net)
+    before = layer_cycles(net, model)
+    refined, skipped = refine_supernet(net, model)
+    after = layer_cycles(net, model)
     if skipped:
         reporter.log(f"per-layer choices left alone: {', '.join(skipped)}")
     names = summary.cost_names(recipe.search.cost, net)
