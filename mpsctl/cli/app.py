@@ -282,6 +282,9 @@ def report(
 @app.command("ls")
 def ls(
     what: Annotated[str, typer.Argument(help="models, datasets, costs or recipes")] = "models",
+    recipe: Annotated[str | None, typer.Option(
+        "--recipe", help="With costs: add the cost models of the recipe's own targets "
+        "(search.targets).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List registered models, datasets, cost models or shipped recipes."""
@@ -289,7 +292,7 @@ def ls(
     def action():
         from mpsctl.cli import catalog
 
-        return catalog.listing(what)
+        return catalog.listing(what, recipe)
 
     items = _run(action)
     if as_json:

@@ -10,7 +10,10 @@ RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 KINDS = ("models", "datasets", "costs", "recipes")
 
 
-def listing(what: str) -> list[str]:
+def listing(what: str, recipe: str | None = None) -> list[str]:
+    """The names of ``what``; for costs, ``recipe`` adds its YAML-only targets' costs."""
+    if recipe is not None and what != "costs":
+        raise UserError(f"ls --recipe: only 'ls costs' reads a recipe, not 'ls {what}'")
     if what == "models":
         from mpsctl.models.registry import available_models
 
@@ -22,7 +25,14 @@ def listing(what: str) -> list[str]:
     if what == "costs":
         from mpsctl.cost import available_costs
 
-        return available_costs()
+        names = available_costs()
+        if recipe is not None:
+            from mpsctl.recipe import load_recipe
+            from mpsctl.targets.catalog import cost_models
+
+            targets = load_recipe(recipe).search.targets
+            names += [n for n in cost_models(targets) if n not in names]
+        return names
     if what == "recipes":
         return sorted(str(p.relative_to(RECIPES_DIR.parent)) for p in RECIPES_DIR.glob("*.yaml"))
     raise UserError(f"ls: unknown kind '{what}' (one of: {', '.join(KINDS)})")
