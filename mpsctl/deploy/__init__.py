@@ -12,16 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mpsctl.errors import UserError
+from mpsctl.deploy.extra import DEPLOY_EXTRA, ONNX_MISSING, MissingExtraError
 
-DEPLOY_EXTRA = "pip install 'mpsctl[deploy]'"
-ONNX_MISSING = f"ONNX export needs the deploy extra: {DEPLOY_EXTRA}"
-
-__all__ = ["MissingExtraError", "export_onnx", "verify_onnx"]
-
-
-class MissingExtraError(UserError):
-    """An optional dependency (the ``deploy`` extra) is not installed."""
+__all__ = ["DEPLOY_EXTRA", "ONNX_MISSING", "MissingExtraError", "export_onnx", "verify_onnx"]
 
 
 def export_onnx(

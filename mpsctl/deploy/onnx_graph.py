@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from mpsctl.deploy import ONNX_MISSING, MissingExtraError
+from mpsctl.deploy.extra import ONNX_MISSING, MissingExtraError
 from mpsctl.deploy.integer import (
     MAX_CODE_BITS,
     ActGrid,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, fx
 
-from mpsctl.deploy import ONNX_MISSING, MissingExtraError
+from mpsctl.deploy.extra import ONNX_MISSING, MissingExtraError
 from mpsctl.deploy.onnx_graph import ELEM, channel_shape
 from mpsctl.search.supernet import Supernet
 
