@@ -23,15 +23,15 @@ def listing(what: str, recipe: str | None = None) -> list[str]:
 
         return available_datasets()
     if what == "costs":
-        from mpsctl.cost import available_costs
+        from mpsctl.targets import available_cost_models
 
-        names = available_costs()
+        names = available_cost_models()
         if recipe is not None:
             from mpsctl.recipe import load_recipe
-            from mpsctl.targets.catalog import cost_models
+            from mpsctl.targets.catalog import yaml_cost_models
 
             targets = load_recipe(recipe).search.targets
-            names += [n for n in cost_models(targets) if n not in names]
+            names += [n for n in yaml_cost_models(targets) if n not in names]
         return names
     if what == "recipes":
         return sorted(str(p.relative_to(RECIPES_DIR.parent)) for p in RECIPES_DIR.glob("*.yaml"))

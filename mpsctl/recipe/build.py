@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mpsctl.cost.base import CostModel
 from mpsctl.data import DataBundle, build_datasets, make_loaders
 from mpsctl.errors import RecipeError, UserError
 from mpsctl.models.registry import build_model
@@ -15,6 +16,8 @@ from mpsctl.recipe.schema import Recipe
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import LayerOverride, SearchSpace
 from mpsctl.search.supernet import Supernet
+from mpsctl.targets import catalog
+from mpsctl.targets.registry import build_cost_model
 from mpsctl.training import distributed
 
 
@@ -107,32 +110,44 @@ def check_classes(model: nn.Module, input_shape: tuple[int, ...], num_classes: i
         )
 
 
+def constants_path(recipe: Recipe, cost: str) -> str | None:
+    """The constants file a recipe gives the cost model ``cost`` (``search.targets`` of its
+    target; None: the shipped one)."""
+    target = catalog.target_of_cost(cost, recipe.search.targets)
+    return recipe.search.targets.get(target.name) if target is not None else None
+
+
+def cost_models(recipe: Recipe) -> dict[str, CostModel]:
+    """The recipe's cost models and every hardware target's (reports list those that run
+    the model), with the recipe's constants files; its YAML-only targets' too."""
+    custom = catalog.yaml_cost_models(recipe.search.targets)
+    names = dict.fromkeys([*recipe.search.cost, *catalog.builtin_target_costs()])
+    built = {name: build_cost_model(name, constants_path(recipe, name))
+             for name in names if name not in custom}
+    return {**built, **custom}
+
+
 def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...]) -> Supernet:
-    """The supernet of ``model``; ``search.compile: false`` selects the eager quantizers."""
-    from mpsctl.cost.ne16 import use_constants
+    """The supernet of ``model``, with the recipe's cost models (``search.cost``, every
+    target's, ``search.targets`` files); ``search.compile: false`` selects the eager
+    quantizers."""
     from mpsctl.quant.fused import set_fused
-    from mpsctl.targets.catalog import cost_models
 
     set_fused(recipe.search.compile)
-    use_constants(recipe.search.targets.get("ne16"))
-    net = build_supernet(model, example_input(input_shape), search_space(recipe))
-    net.cost_models = cost_models(recipe.search.targets)
-    return net
+    return build_supernet(model, example_input(input_shape), search_space(recipe),
+                          cost_models(recipe))
 
 
 def check_target_precisions(recipe: Recipe, net: Supernet) -> None:
     """Refuse, before any training, a search whose candidates a target cannot run: each
-    cost model of a hardware target checks every layer's weight and input precisions."""
-    from mpsctl.cost import get_cost
-    from mpsctl.targets.catalog import precision_problems
-
+    cost model of the recipe checks every layer's weight and input precisions."""
     found: list[str] = []
     for cost in recipe.search.cost:
-        model = net.cost_models.get(cost) or get_cost(cost)
+        model = net.cost_model(cost)
         for name, layer in net.layers():
             for act in layer.input_slot.bits:
-                for text in precision_problems(model, cost, layer.geometry, int(act),
-                                               [int(b) for b in layer.choice.bits]):
+                for text in model.precision_problems(layer.geometry, int(act),
+                                                     [int(b) for b in layer.choice.bits]):
                     line = f"search.cost.{cost}: layer '{name}': {text}"
                     if line not in found:
                         found.append(line)

@@ -19,92 +19,30 @@ from typing import Any
 
 from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
-from mpsctl.cost import get_cost
-from mpsctl.cost.ne16 import ne16_layer_cycles
+from mpsctl.cost.base import CostModel
 from mpsctl.errors import UserError
 from mpsctl.recipe import Recipe
-from mpsctl.refine import channel_counts, refine_channel_assignment
 from mpsctl.search.supernet import Supernet
 from mpsctl.stages import summary
 from mpsctl.targets import catalog
+from mpsctl.targets.refine import exact_layer_costs, refine_supernet
 
 
-class _NE16Latency:
-    """NE16's exact layer latency in the shape of the other targets' cost models."""
-
-    def exact_layer_cost(self, geom, counts: dict[int, int], cin: int, act_bits: int) -> int:
-        return ne16_layer_cycles(geom, counts, cin)
-
-
-def latency_model(target: str, recipe: Recipe, net: Supernet) -> Any:
-    """The latency cost model refine minimises for ``target`` (its recipe constants), or a
+def latency_model(target: str, recipe: Recipe, net: Supernet) -> CostModel:
+    """The latency model refine minimises for ``target``, with the recipe's constants; a
     UserError when the target is unknown or promoting channels cannot make it faster."""
     found = catalog.get_target(target, recipe.search.targets)
     if found is None:
         names = [*catalog.BUILTIN, *(n for n in recipe.search.targets if n not in catalog.BUILTIN)]
         raise UserError(f"--target: unknown target '{target}' (available: {', '.join(names)})")
     refuse_unrefinable(found, found.load(recipe.search.targets.get(target)))
-    if target == "ne16":
-        return _NE16Latency()
-    latency = found.costs[0]
-    return net.cost_models.get(latency) or get_cost(latency)
+    return net.cost_model(found.costs[0])
 
 
 def refuse_unrefinable(target: catalog.Target, constants: Any) -> None:
     if not target.refinable(constants):
         raise UserError(f"refine --target {target.name}: {target.no_refine_reason} "
                         "(refine helps ne16, diana and YAML targets with channel rounding)")
-
-
-def layer_cycles(net: Supernet, model: Any) -> dict[str, float]:
-    """Exact latency of every layer at the current (argmax or frozen) assignment."""
-    out = {}
-    for name, layer in net.layers():
-        choice = layer.choice
-        index = choice.assignment()
-        if choice.per_channel:
-            counts = channel_counts(index, choice.bits)
-        else:
-            counts = {choice.bits[int(index)]: layer.geometry.cout}
-        out[name] = model.exact_layer_cost(layer.geometry, counts, layer.kept_in_channels(),
-                                           _act_bits(layer))
-    return out
-
-
-def _act_bits(layer) -> int:
-    slot = layer.input_slot
-    return int(slot.bits[int(slot.choice.assignment())])
-
-
-def refine_supernet(net: Supernet, model: Any) -> tuple[list[str], list[str]]:
-    """Refine every per-channel choice in place (frozen afterwards); returns refined and
-    left-alone choice names."""
-    members: dict[int, list] = {}
-    for _, layer in net.layers():
-        members.setdefault(id(layer.choice), []).append(layer)
-    refined, skipped = [], []
-    for name, choice in list(net.choices()):
-        if not name.startswith("weight.") or not choice.per_channel:
-            choice.freeze()
-            if name.startswith("weight."):
-                skipped.append(name)
-            continue
-        layers = members.get(id(choice), [])
-        cins = [layer.kept_in_channels() for layer in layers]
-        acts = [_act_bits(layer) for layer in layers]
-
-        def latency(counts: dict[int, int], layers=layers, cins=cins, acts=acts) -> float:
-            return sum(model.exact_layer_cost(layer.geometry, counts, cin, act)
-                       for layer, cin, act in zip(layers, cins, acts, strict=True))
-
-        before = choice.assignment()
-        # A refined (frozen) choice has no logits left; its one-hot serves, and a second
-        # refine finds nothing to move anyway.
-        logits = choice.alpha.detach() if choice.alpha is not None else choice.one_hot()
-        after = refine_channel_assignment(before, choice.bits, logits, latency)
-        choice.freeze(after)
-        refined.append(name)
-    return refined, skipped
 
 
 def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
@@ -114,9 +52,9 @@ def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
     ckpt = state.read(path, command="refine")
     recipe, net = state.rebuild(ckpt)
     model = latency_model(target, recipe, net)
-    before = layer_cycles(net, model)
+    before = exact_layer_costs(net, model)
     refined, skipped = refine_supernet(net, model)
-    after = layer_cycles(net, model)
+    after = exact_layer_costs(net, model)
     if skipped:
         reporter.log(f"per-layer choices left alone: {', '.join(skipped)}")
     names = summary.cost_names(recipe.search.cost, net)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mpsctl.cost import get_cost
-from mpsctl.cost.ne16 import ne16_supported
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.supernet import Supernet
-from mpsctl.targets.catalog import BUILTIN_MODELS, precision_problems
 
 DEFAULT_COSTS = ("params_bit", "bitops")
 
@@ -24,6 +21,7 @@ def _chosen_bits(choice: PrecisionChoice) -> int | list[int]:
 def layer_rows(net: Supernet, candidates: bool = False) -> list[dict[str, Any]]:
     """One row per searchable layer: chosen precisions (or the candidates) and channels."""
     rows = []
+    ne16 = net.cost_model("ne16")
     for name, layer in net.layers():
         g = layer.geometry
         choice, slot = layer.choice, layer.input_slot
@@ -45,7 +43,7 @@ def layer_rows(net: Supernet, candidates: bool = False) -> list[dict[str, Any]]:
             "in_channels": cin,
             "out_channels": cout,
             "total_out_channels": layer.original_out_channels,
-            "ne16": ne16_supported(g),
+            "ne16": ne16.supports(g),
         })
     return rows
 
@@ -68,30 +66,23 @@ def per_layer_costs(net: Supernet, names: tuple[str, ...] | list[str]) -> dict[s
 
 def cost_names(recipe_costs: dict[str, float], net: Supernet | None = None) -> list[str]:
     """params_bit and bitops always, then the recipe's, then every hardware target's cost
-    model that can run the model at its current assignment (NE16 for NE16-shaped models,
-    MPIC, GAP8, DIANA, the recipe's own targets)."""
+    model (NE16, MPIC, GAP8, DIANA, the recipe's own) that runs the model as it is now:
+    every layer supported, and its chosen precisions ones the target runs."""
     names = list(DEFAULT_COSTS) + [c for c in recipe_costs if c not in DEFAULT_COSTS]
     if net is None:
         return names
-    if "ne16" not in names and all(
-        ne16_supported(layer.geometry) for _, layer in net.layers()
-    ) and all(
-        slot.bits[int(slot.choice.assignment())] == 8 for _, slot in net.activation_slots()
-    ):
-        names.append("ne16")
-    candidates = [*BUILTIN_MODELS, *net.cost_models]
-    names += [c for c in dict.fromkeys(candidates) if c not in names and _runs(net, c)]
-    return names
+    return names + [n for n in net.cost_models if n not in names and _runs(net, n)]
 
 
 def _runs(net: Supernet, cost: str) -> bool:
-    """Whether the target behind ``cost`` runs every layer at its chosen precisions."""
-    model = net.cost_models.get(cost) or get_cost(cost)
+    model = net.cost_model(cost)
     for _, layer in net.layers():
         slot = layer.input_slot
         act = int(slot.bits[int(slot.choice.assignment())])
         index = layer.choice.assignment().flatten().tolist()
         weights = sorted({int(layer.choice.bits[int(i)]) for i in index})
-        if precision_problems(model, cost, layer.geometry, act, weights):
+        if not model.supports(layer.geometry) or model.precision_problems(
+            layer.geometry, act, weights
+        ):
             return False
     return True

@@ -1,4 +1,5 @@
-"""The hardware targets a recipe can name: their cost models, constants and precision rules.
+"""The hardware targets a recipe can name, beside their cost models: constants files and
+whether ``refine`` can help them.
 
 A target is either built in (``ne16``, ``mpic``, ``gap8``, ``diana``: formulas in Python,
 constants in ``configs/targets/<name>.yaml``, replaceable by a copy) or described by a YAML
@@ -13,35 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mpsctl.cost.base import LayerGeometry
 from mpsctl.targets import custom, diana, gap8, mpic
-
-#: ``(geometry, act bits, weight bits, constants) -> problems`` (empty: the target runs it).
-ProblemsFn = Callable[[LayerGeometry, int, list[int], Any], list[str]]
 
 
 @dataclass(frozen=True)
 class Target:
-    """What mpsctl knows of one target besides its cost formulas."""
+    """What mpsctl knows of one target besides its cost models."""
 
     name: str
-    #: The cost model names it provides (``search.cost`` keys).
+    #: The cost model names it provides (``search.cost`` keys), latency first.
     costs: tuple[str, ...]
     load: Callable[[str | Path | None], Any]
-    problems: ProblemsFn
     #: Whether promoting channels can make a layer faster (``mpsctl refine --target``).
     refinable: Callable[[Any], bool]
     #: One line on why refine cannot help, for targets where it cannot.
     no_refine_reason: str = ""
 
 
-def _ne16_problems(geom: LayerGeometry, act_bits: int, weight_bits: list[int],
-                   constants: Any) -> list[str]:
-    return [] if act_bits == 8 else [f"NE16 runs 8-bit activations only, not {act_bits}"]
-
-
 def _load_ne16(path: str | Path | None) -> Any:
-    from mpsctl.cost.ne16 import load_ne16_constants
+    from mpsctl.targets.ne16 import load_ne16_constants
 
     return load_ne16_constants(path)
 
@@ -49,16 +40,14 @@ def _load_ne16(path: str | Path | None) -> Any:
 BUILTIN: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("ne16", ("ne16",), _load_ne16, _ne16_problems, lambda c: True),
+        Target("ne16", ("ne16",), _load_ne16, lambda c: True),
         Target("mpic", ("mpic_latency", "mpic_energy"), mpic.load_mpic_constants,
-               mpic.mpic_precision_problems, lambda c: False,
+               lambda c: False,
                "MPIC has no channel rounding: promoting a channel never makes a layer faster"),
-        Target("gap8", ("gap8_latency",), gap8.load_gap8_constants,
-               lambda g, a, w, c: gap8.gap8_precision_problems(g, a, w), lambda c: False,
+        Target("gap8", ("gap8_latency",), gap8.load_gap8_constants, lambda c: False,
                "GAP8's latency ignores bit widths: promoting a channel never makes a layer "
                "faster"),
-        Target("diana", ("diana_latency",), diana.load_diana_constants,
-               diana.diana_precision_problems, lambda c: True),
+        Target("diana", ("diana_latency",), diana.load_diana_constants, lambda c: True),
     )
 }
 
@@ -66,16 +55,12 @@ BUILTIN: dict[str, Target] = {
 def custom_target(name: str) -> Target:
     """The target ``name`` described by a YAML file alone (its costs depend on the file)."""
 
-    def problems(geom: LayerGeometry, act: int, weights: list[int], c: Any) -> list[str]:
-        return custom.custom_precision_problems(name, geom, act, weights, c)
-
     def load(path: str | Path | None) -> custom.CustomConstants:
         if path is None:
             raise ValueError(f"target {name!r} needs a constants file")
         return custom.load_custom_constants(path)
 
-    return Target(name, (name, f"{name}_energy"), load, problems,
-                  lambda c: c.rounds,
+    return Target(name, (name, f"{name}_energy"), load, lambda c: c.rounds,
                   f"{name} has no channel rounding (cout_multiple, cin_multiple): promoting "
                   "a channel never makes a layer faster")
 
@@ -105,51 +90,20 @@ def get_target(name: str, targets: dict[str, str] | None = None) -> Target | Non
     return None
 
 
-#: The cost model classes of the built-in targets, by cost name.
-BUILTIN_MODELS: dict[str, Callable[[Any], Any]] = {
-    "mpic_latency": mpic.MPICLatency,
-    "mpic_energy": mpic.MPICEnergy,
-    "gap8_latency": gap8.GAP8Latency,
-    "diana_latency": diana.DianaLatency,
-}
+def builtin_target_costs() -> list[str]:
+    """Every cost model name of the built-in targets."""
+    return [cost for target in BUILTIN.values() for cost in target.costs]
 
 
-def register_builtin_models(registry: Any) -> None:
-    """Put the built-in targets' cost models (shipped constants) in the cost registry."""
-    for name, cls in BUILTIN_MODELS.items():
-        if name not in registry:
-            target = target_of_cost(name)
-            assert target is not None
-            registry.register(name)(cls(target.load(None)))
-
-
-def cost_models(targets: dict[str, str]) -> dict[str, Any]:
-    """The cost models a recipe's ``search.targets`` files define: built-in ones with the
-    file's constants, and each YAML-only target's latency (and energy, if it gives one)."""
-    out: dict[str, Any] = {}
+def yaml_cost_models(targets: dict[str, str]) -> dict[str, custom.CustomLatency]:
+    """The cost models of a recipe's YAML-only targets (``search.targets`` entries whose name
+    is not a built-in target): each one's latency, and its energy if the file gives one."""
+    out: dict[str, custom.CustomLatency] = {}
     for name, path in targets.items():
-        target = get_target(name, targets)
-        if target is None:
-            continue
-        constants = target.load(path)
         if name in BUILTIN:
-            out.update({cost: BUILTIN_MODELS[cost](constants) for cost in target.costs
-                        if cost in BUILTIN_MODELS})
             continue
+        constants = custom.load_custom_constants(path)
         out[name] = custom.CustomLatency(name, constants)
         if constants.energy_per_cycle is not None:
             out[f"{name}_energy"] = custom.CustomEnergy(f"{name}_energy", constants)
     return out
-
-
-def precision_problems(model: Any, cost: str, geom: LayerGeometry, act_bits: int,
-                       weight_bits: list[int]) -> list[str]:
-    """Why the target behind cost model ``model`` (named ``cost``) cannot run a layer with
-    these precisions; empty for costs that are not a target's (params_bit, bitops)."""
-    check = getattr(model, "precision_problems", None)
-    if check is not None:
-        return check(geom, act_bits, weight_bits)
-    target = target_of_cost(cost)
-    if target is None:
-        return []
-    return target.problems(geom, act_bits, weight_bits, None)

@@ -10,10 +10,9 @@ import torch
 from torch import Tensor
 
 from mpsctl.cost.base import LayerGeometry
-from mpsctl.cost.ne16 import cdiv
+from mpsctl.cost.rounding import Quantity, cdiv, if_nonzero
 
-#: A channel count, bit width or cycle count: a tensor in the search, a number elsewhere.
-Quantity = Tensor | int | float
+__all__ = ["Quantity", "if_nonzero", "macs", "round_up", "smooth_max"]
 
 
 def macs(geom: LayerGeometry, cin: Quantity, cout: Quantity) -> Quantity:
@@ -41,17 +40,6 @@ def round_up(count: Quantity, multiple: int) -> Quantity:
     if multiple == 1:
         return count
     return cdiv(count, multiple) * multiple
-
-
-def if_nonzero(selector: Quantity, value: Quantity) -> Quantity:
-    """``value`` where ``selector`` is not zero, else 0 (no gradient through the zero side)."""
-    if isinstance(selector, Tensor) or isinstance(value, Tensor):
-        ref = selector if isinstance(selector, Tensor) else value
-        selector_t = torch.as_tensor(selector, device=ref.device)
-        value_t = torch.as_tensor(value, device=ref.device)
-        value_t, selector_t = torch.broadcast_tensors(value_t, selector_t)
-        return torch.where(selector_t != 0, value_t, torch.zeros_like(value_t))
-    return value if selector != 0 else 0
 
 
 def smooth_max(values: Tensor, relative_temperature: float, dim: int = -1) -> Tensor:

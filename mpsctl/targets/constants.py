@@ -1,7 +1,9 @@
-"""Reading a target's constants file strictly: unknown keys and bad values are user errors.
+"""Reading a hardware target's constants file (``configs/targets/<target>.yaml``) strictly.
 
-A typo in a user's copy of ``configs/targets/<name>.yaml`` must not fall back silently to a
-default, so every reader here names the file, the key and what it expected.
+The one place in the core that parses YAML: a target's factory hands the mapping read here
+to its own validation (:class:`Fields`, :class:`MacsPerCycle`), so every target reports a
+missing or malformed file, an unknown key or a bad value the same way, naming the file and
+the key: a typo in a user's copy must not fall back silently to a default.
 """
 
 from __future__ import annotations
@@ -38,20 +40,21 @@ _Loader.add_implicit_resolver(
 )
 
 
-def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """The mapping at the top of the YAML file ``path`` (``what`` names it in errors)."""
+def read_constants_file(path: Path, target: str) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (an empty file: an empty mapping); a one-line
+    UserError naming ``target`` when the file is missing, unreadable or not a mapping."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: {what} constants file not found")
+        raise UserError(f"{path}: {target} constants file not found")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         reason = " ".join(str(exc).split())
-        raise UserError(f"{path}: cannot read {what} constants: {reason}") from exc
+        raise UserError(f"{path}: cannot read {target} constants: {reason}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of {what} constant names to values")
+        raise UserError(f"{path}: expected a mapping of {target} constant names to values")
     return data
 
 

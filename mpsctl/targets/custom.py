@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.base import CostModel, LayerGeometry
 from mpsctl.targets.common import Quantity, if_nonzero, macs, round_up
-from mpsctl.targets.constants import Fields, MacsPerCycle, read_mapping
+from mpsctl.targets.constants import Fields, MacsPerCycle, read_constants_file
 from mpsctl.targets.mpic import table_problems
 
 KEYS = ("macs_per_cycle", "overhead_per_layer", "cout_multiple", "cin_multiple",
@@ -49,7 +49,7 @@ class CustomConstants:
 
 
 def load_custom_constants(path: str | Path) -> CustomConstants:
-    return CustomConstants.from_mapping(read_mapping(path, "target"), str(path))
+    return CustomConstants.from_mapping(read_constants_file(path, "target"), str(path))
 
 
 def custom_group_cycles(
@@ -113,12 +113,13 @@ def custom_precision_problems(name: str, geom: LayerGeometry, act_bits: int,
     return table_problems(name, constants.macs_per_cycle, act_bits, weight_bits)
 
 
-class CustomLatency:
+class CustomLatency(CostModel):
     """A YAML target's latency (cycles): per-group MACs over the table, plus the overhead."""
 
     def __init__(self, name: str, constants: CustomConstants) -> None:
         self.name = name
         self.constants = constants
+        self.act_bits = tuple(constants.macs_per_cycle.act_bits())
 
     def group_costs(self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor,
                     cout: Tensor) -> Tensor:

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import LayerGeometry
-from mpsctl.cost.ne16 import cdiv
+from mpsctl.cost.base import CostModel, LayerGeometry
+from mpsctl.cost.rounding import cdiv
 from mpsctl.errors import UserError
 from mpsctl.targets.common import Quantity, if_nonzero, smooth_max
-from mpsctl.targets.constants import Fields, read_mapping, shipped_file
+from mpsctl.targets.constants import Fields, read_constants_file, shipped_file
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def load_diana_constants(path: str | Path | None = None) -> DianaConstants:
     path = Path(path) if path is not None else shipped_file("diana")
     if not path.is_file() and path == shipped_file("diana"):
         return DianaConstants()
-    return DianaConstants.from_mapping(read_mapping(path, "DIANA"), str(path))
+    return DianaConstants.from_mapping(read_constants_file(path, "DIANA"), str(path))
 
 
 def diana_digital_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,
@@ -193,7 +193,7 @@ def diana_precision_problems(geom: LayerGeometry, act_bits: int, weight_bits: li
     return found
 
 
-class DianaLatency:
+class DianaLatency(CostModel):
     """``diana_latency``: per layer, the slower of the digital and analog parts.
 
     In a per-channel search the two groups' expected cycles combine through a smooth
@@ -202,6 +202,7 @@ class DianaLatency:
     """
 
     name = "diana_latency"
+    act_bits = (8,)
 
     def __init__(self, constants: DianaConstants | None = None) -> None:
         self.constants = constants if constants is not None else DianaConstants()
@@ -226,3 +227,7 @@ class DianaLatency:
     def precision_problems(self, geom: LayerGeometry, act_bits: int,
                            weight_bits: list[int]) -> list[str]:
         return diana_precision_problems(geom, act_bits, weight_bits, self.constants)
+
+
+def build_diana_latency(constants_path: str | Path | None = None) -> DianaLatency:
+    return DianaLatency(load_diana_constants(constants_path))

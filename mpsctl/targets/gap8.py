@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import LayerGeometry
-from mpsctl.cost.ne16 import cdiv
+from mpsctl.cost.base import CostModel, LayerGeometry
+from mpsctl.cost.rounding import cdiv
 from mpsctl.targets.common import Quantity, if_nonzero
-from mpsctl.targets.constants import Fields, read_mapping, shipped_file
+from mpsctl.targets.constants import Fields, read_constants_file, shipped_file
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def load_gap8_constants(path: str | Path | None = None) -> GAP8Constants:
     path = Path(path) if path is not None else shipped_file("gap8")
     if not path.is_file() and path == shipped_file("gap8"):
         return GAP8Constants()
-    return GAP8Constants.from_mapping(read_mapping(path, "GAP8"), str(path))
+    return GAP8Constants.from_mapping(read_constants_file(path, "GAP8"), str(path))
 
 
 def gap8_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,
@@ -93,11 +93,11 @@ def gap8_precision_problems(geom: LayerGeometry, act_bits: int,
     return found
 
 
-class GAP8Latency:
+class GAP8Latency(CostModel):
     """``gap8_latency``: cycles of the layer's kept channels, whatever their precisions.
 
     Nothing depends on a weight-precision group, so the whole latency is the layer's
-    once-per-layer cost of its kept channels (``layer_costs``).
+    once-per-layer cost of its kept channels (``layer_term``).
     """
 
     name = "gap8_latency"
@@ -120,3 +120,7 @@ class GAP8Latency:
     def precision_problems(self, geom: LayerGeometry, act_bits: int,
                            weight_bits: list[int]) -> list[str]:
         return gap8_precision_problems(geom, act_bits, weight_bits)
+
+
+def build_gap8_latency(constants_path: str | Path | None = None) -> GAP8Latency:
+    return GAP8Latency(load_gap8_constants(constants_path))

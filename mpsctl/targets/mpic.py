@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.base import CostModel, LayerGeometry
 from mpsctl.targets.common import Quantity, macs
-from mpsctl.targets.constants import Fields, MacsPerCycle, read_mapping, shipped_file
+from mpsctl.targets.constants import Fields, MacsPerCycle, read_constants_file, shipped_file
 
 #: The published table (MACs per cycle), by activation bits then weight bits.
 MPIC_TABLE = MacsPerCycle((
@@ -48,7 +48,7 @@ def load_mpic_constants(path: str | Path | None = None) -> MPICConstants:
     path = Path(path) if path is not None else shipped_file("mpic")
     if not path.is_file() and path == shipped_file("mpic"):
         return MPICConstants()
-    return MPICConstants.from_mapping(read_mapping(path, "MPIC"), str(path))
+    return MPICConstants.from_mapping(read_constants_file(path, "MPIC"), str(path))
 
 
 def mpic_cycles(
@@ -122,13 +122,14 @@ def table_problems(target: str, table: MacsPerCycle, act_bits: int,
             for w in weight_bits if w != 0 and w not in runs]
 
 
-class MPICLatency:
+class MPICLatency(CostModel):
     """``mpic_latency``: cycles; each weight-precision group runs its share of the MACs."""
 
     name = "mpic_latency"
 
     def __init__(self, constants: MPICConstants | None = None) -> None:
         self.constants = constants if constants is not None else MPICConstants()
+        self.act_bits = tuple(self.constants.macs_per_cycle.act_bits())
 
     def group_costs(self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor,
                     cout: Tensor) -> Tensor:
@@ -156,3 +157,11 @@ class MPICEnergy(MPICLatency):
                          act_bits: int) -> float:
         return mpic_energy(super().exact_layer_cost(geom, counts, cin, act_bits),
                            self.constants)
+
+
+def build_mpic_latency(constants_path: str | Path | None = None) -> MPICLatency:
+    return MPICLatency(load_mpic_constants(constants_path))
+
+
+def build_mpic_energy(constants_path: str | Path | None = None) -> MPICEnergy:
+    return MPICEnergy(load_mpic_constants(constants_path))

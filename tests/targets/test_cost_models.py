@@ -8,15 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mpsctl.cost.base import get_cost
-from mpsctl.refine import channel_counts, refine_channel_assignment
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import SearchSpace
-from mpsctl.targets.catalog import BUILTIN_MODELS, cost_models
+from mpsctl.targets import build_cost_model
+from mpsctl.targets.catalog import yaml_cost_models
 from mpsctl.targets.constants import MacsPerCycle
 from mpsctl.targets.custom import CustomConstants, CustomEnergy, CustomLatency
 from mpsctl.targets.diana import DianaConstants, DianaLatency, diana_layer_cycles
+from mpsctl.targets.gap8 import GAP8Latency
 from mpsctl.targets.mpic import MPIC_TABLE, MPICEnergy, MPICLatency
+from mpsctl.targets.refine import channel_counts, refine_channel_assignment
 
 
 class Net(nn.Module):
@@ -64,9 +65,14 @@ def _hard_soft(net, name):
 DIANA_ASSIGN = torch.tensor([0, 1, 2, 2] * 4)  # c1: 4 pruned, 4 analog, 8 digital
 
 
-def test_registered_with_the_shipped_constants() -> None:
-    for name, cls in BUILTIN_MODELS.items():
-        assert isinstance(get_cost(name), cls)
+def test_registered_with_the_shipped_constants(tmp_path) -> None:
+    for name, cls in (("mpic_latency", MPICLatency), ("mpic_energy", MPICEnergy),
+                      ("gap8_latency", GAP8Latency), ("diana_latency", DianaLatency)):
+        model = build_cost_model(name)
+        assert isinstance(model, cls) and model.name == name
+    variant = tmp_path / "diana.yaml"
+    variant.write_text("digital_array: 8\n")
+    assert build_cost_model("diana_latency", variant).constants.digital_array == 8
 
 
 @pytest.mark.parametrize("name", ["mpic_latency", "mpic_energy", "gap8_latency",
@@ -190,9 +196,9 @@ def test_the_yaml_form_of_mpic_equals_the_built_in_model(per_channel: bool) -> N
     assert MPIC_AS_YAML.macs_per_cycle == MPIC_TABLE
     bits = (0, 2, 4, 8) if per_channel else (2, 4, 8)
     net = _net(bits, (2, 4, 8), per_channel)
-    net.cost_models = {"mine": CustomLatency("mine", MPIC_AS_YAML),
-                       "mine_energy": CustomEnergy("mine_energy", MPIC_AS_YAML),
-                       "mpic_latency": MPICLatency(), "mpic_energy": MPICEnergy()}
+    net.cost_models.update({"mine": CustomLatency("mine", MPIC_AS_YAML),
+                            "mine_energy": CustomEnergy("mine_energy", MPIC_AS_YAML),
+                            "mpic_latency": MPICLatency(), "mpic_energy": MPICEnergy()})
     for seed in range(3):
         torch.manual_seed(seed)
         with torch.no_grad():
@@ -209,9 +215,9 @@ def test_the_yaml_form_of_mpic_equals_the_built_in_model(per_channel: bool) -> N
 
 def test_rounded_yaml_target_soft_matches_exact_with_overhead_once() -> None:
     net = _net((0, 2, 4, 8))
-    net.cost_models = {"r": CustomLatency("r", CustomConstants(MacsPerCycle.from_mapping(
+    net.cost_models["r"] = CustomLatency("r", CustomConstants(MacsPerCycle.from_mapping(
         {8: {2: 6.0, 4: 3.5, 8: 2.0}}, "t"), overhead_per_layer=100, cout_multiple=8,
-        cin_multiple=4))}
+        cin_multiple=4))
     _set(net.weight_choices["c1"], DIANA_ASSIGN)  # 4 pruned, 4 at 2 bits, 8 at 4 bits
     _set(net.weight_choices["c2"], torch.arange(24) % 4)
     hard, soft = _hard_soft(net, "r")
@@ -221,18 +227,15 @@ def test_rounded_yaml_target_soft_matches_exact_with_overhead_once() -> None:
         assert soft[layer] == pytest.approx(hard[layer], rel=1e-4), layer
 
 
-def test_recipe_target_files_build_cost_models(tmp_path) -> None:
+def test_recipe_yaml_targets_build_cost_models(tmp_path) -> None:
     path = tmp_path / "mcu.yaml"
     path.write_text("macs_per_cycle: {8: {8: 2.0}}\noverhead_per_layer: 50\n")
-    diana = tmp_path / "diana.yaml"
-    diana.write_text("digital_array: 8\n")
-    models = cost_models({"mcu": str(path), "diana": str(diana)})
-    assert set(models) == {"mcu", "diana_latency"}
-    assert models["diana_latency"].constants.digital_array == 8
+    models = yaml_cost_models({"mcu": str(path), "diana": "ignored: built in"})
+    assert set(models) == {"mcu"}
     net = _net((0, 8))
     _set(net.weight_choices["c1"], torch.tensor([0, 1] * 8))
     _set(net.weight_choices["c2"], torch.ones(24, dtype=torch.long))
-    net.cost_models = models
+    net.cost_models.update(models)
     hard = net.layer_costs("mcu", hard=True)
     # overhead + 8×8 outputs × kept channels × (weights + bias) / 2 MACs per cycle
     assert hard["c1"].item() == 50 + 64 * 8 * (27 + 1) / 2

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import LayerCostFn
+from mpsctl.cost.base import CostModel
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.layers import SearchableLayer
 
@@ -53,10 +53,10 @@ def kept_channels(choice: PrecisionChoice, theta_fn: ThetaFn) -> Tensor:
 
 def layer_cost(
     layer: SearchableLayer,
-    cost_fn: LayerCostFn,
+    model: CostModel,
     theta_fn: ThetaFn = expected_theta,
 ) -> Tensor:
-    """Cost of one layer under ``cost_fn`` (expected, or exact with :func:`hard_theta`)."""
+    """Cost of one layer under ``model`` (expected, or exact with :func:`hard_theta`)."""
     cin_source = layer.cin_source
     geom = layer.geometry
     choice: PrecisionChoice = layer.choice
@@ -74,27 +74,31 @@ def layer_cost(
     else:
         cin = kept_channels(producer, theta_fn) * cin_source[1]
     if choice.per_channel:
+        weight = torch.ones_like(p_w)
         cout = theta_w.sum(1)
     else:
+        weight = theta_w
         cout = torch.full_like(p_w, float(geom.cout))
-    group_costs = getattr(cost_fn, "group_costs", cost_fn)
-    f = group_costs(geom, p_in, p_w.unsqueeze(0), cin, cout.unsqueeze(0))
+    f = model.group_costs(geom, p_in, p_w.unsqueeze(0), cin, cout.unsqueeze(0))
     f = torch.broadcast_to(f, (len(slot.bits), len(choice.bits)))
     f = torch.where(p_w.unsqueeze(0) > 0, f, torch.zeros_like(f))
-    per_group = (theta_in.unsqueeze(1) * f).sum(0)
+    weighted = theta_in.unsqueeze(1) * weight.unsqueeze(0) * f
     if choice.per_channel:
-        combine = getattr(cost_fn, "combine_groups", None)
-        total = combine(per_group) if combine is not None else per_group.sum()
+        # The groups of one layer: the model says how they add up (a sum, or a max where
+        # the target runs them concurrently).
+        total = model.combine_groups(weighted).sum()
     else:
-        total = (theta_w * per_group).sum()  # expected over the layer's one precision
-    layer_term = getattr(cost_fn, "layer_term", None)
-    if layer_term is not None:
-        total = total + layer_term(geom, cin, kept_channels(choice, theta_fn))
-    return total
+        total = weighted.sum()
+    if choice.per_channel and choice.can_prune:
+        kept = kept_channels(choice, theta_fn)
+    else:
+        kept = torch.tensor(float(geom.cout), device=device)
+    return total + model.layer_term(geom, cin, kept)
 
 
-def exact_layer_cost(layer: SearchableLayer, model) -> Tensor:
-    """Exact cost of one layer at its argmax (or frozen) assignment, from integer counts."""
+def exact_layer_cost(layer: SearchableLayer, model: CostModel) -> Tensor:
+    """Exact cost of one layer at its argmax (or frozen) assignment, from the integer channel
+    counts per precision (a DIANA-style maximum is exact here, smooth only in the search)."""
     choice: PrecisionChoice = layer.choice
     index = choice.assignment()
     if choice.per_channel:
