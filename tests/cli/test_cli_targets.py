@@ -15,7 +15,7 @@ ROUNDED_MCU = ("macs_per_cycle: {8: {8: 2.0, 4: 3.5, 2: 6.0}}\n"
     ({"cost": {"diana_latency": 1e-6}, "weight_bits": [0, 2, 4, 8]},
      "layer 'features.conv1.conv': DIANA cannot run 4-bit weights"),
     ({"cost": {"diana_latency": 1e-6}, "weight_bits": [0, 2, 8], "act_bits": [4, 8]},
-     "DIANA runs 8-bit activations only, not 4"),
+     "search.act_bits: diana_latency needs 8-bit activations"),
 ])
 def test_precisions_a_target_cannot_run_are_refused_before_training(cli, tmp_path, search,
                                                                      needle):
