@@ -87,12 +87,14 @@ def show_finetune(result: dict) -> None:
 
 
 def show_refine(result: dict) -> None:
-    table = Table(title="NE16 cycles")
+    table = Table(title=f"{result.get('latency', 'ne16')} (refine --target "
+                        f"{result.get('target', 'ne16')})")
     for col in ("layer", "before", "after"):
         table.add_column(col, justify="right" if col != "layer" else "left")
     for row in result["layers"]:
-        table.add_row(row["name"], f"{row['before']:,}", f"{row['after']:,}")
-    table.add_row("total", f"{result['total']['before']:,}", f"{result['total']['after']:,}")
+        table.add_row(row["name"], format_cost(row["before"]), format_cost(row["after"]))
+    table.add_row("total", format_cost(result["total"]["before"]),
+                  format_cost(result["total"]["after"]))
     _console.print(table)
 
 

@@ -66,4 +66,5 @@ def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
     out = state.write(Path(path).parent / "refine.pt", data)
     layers = [{"name": n, "before": before[n], "after": after[n]} for n in before]
     total = {"before": sum(before.values()), "after": sum(after.values())}
-    return {"checkpoint": str(out), "layers": layers, "total": total, "cost": cost}
+    return {"checkpoint": str(out), "target": target, "latency": model.name, "layers": layers,
+            "total": total, "cost": cost}
