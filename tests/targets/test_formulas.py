@@ -336,3 +336,17 @@ def test_bad_custom_files_are_user_errors(tmp_path: Path, text: str, message: st
 def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
         load_diana_constants(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("geom", [CONV, PW, FC])
+def test_diana_sides_and_yaml_targets_are_monotone_in_channels(geom: LayerGeometry) -> None:
+    for cycles in (
+        lambda n: diana_digital_cycles(geom, geom.cin, n, DIANA),
+        lambda n: diana_analog_cycles(geom, geom.cin, n, DIANA),
+        lambda n: custom_layer_cycles(geom, {8: n}, geom.cin, 8, ROUNDED),
+        lambda n: custom_layer_cycles(geom, {2: n}, geom.cin, 8, ROUNDED),
+    ):
+        values = [cycles(n) for n in range(0, 70)]
+        assert values == sorted(values)
+    digital = [diana_digital_cycles(geom, n, 16, DIANA) for n in range(1, 70)]
+    assert digital == sorted(digital)
