@@ -157,6 +157,16 @@ class MacsPerCycle:
     def weight_bits(self, act_bits: int) -> list[int]:
         return sorted(w for a, w, _ in self.entries if a == act_bits)
 
+    def problems(self, target: str, act_bits: int, weight_bits: list[int]) -> list[str]:
+        """The (activation, weight) pairs ``target`` cannot run; 0-bit weights are pruning."""
+        runs = self.weight_bits(act_bits)
+        if not runs:
+            acts = ", ".join(map(str, self.act_bits()))
+            return [f"{target} cannot run {act_bits}-bit activations (it runs {acts})"]
+        return [f"{target} cannot run {w}-bit weights with {act_bits}-bit activations "
+                f"(it runs {', '.join(map(str, runs))}, or 0 to prune)"
+                for w in weight_bits if w != 0 and w not in runs]
+
     def cycles_per_mac(self, act_bits: Tensor, weight_bits: Tensor) -> Tensor:
         """Cycles per MAC for broadcastable bit tensors: 0 for 0-bit weights, NaN for a pair
         outside the table (the recipe check refuses those before a search starts)."""

@@ -19,7 +19,6 @@ from torch import Tensor
 from mpsctl.cost.base import CostModel, LayerGeometry
 from mpsctl.targets.common import Quantity, if_nonzero, macs, round_up
 from mpsctl.targets.constants import Fields, MacsPerCycle, read_constants_file
-from mpsctl.targets.mpic import table_problems
 
 KEYS = ("macs_per_cycle", "overhead_per_layer", "cout_multiple", "cin_multiple",
         "energy_per_cycle")
@@ -110,7 +109,7 @@ def custom_energy(cycles: Quantity, constants: CustomConstants) -> Quantity:
 def custom_precision_problems(name: str, geom: LayerGeometry, act_bits: int,
                               weight_bits: list[int], constants: CustomConstants) -> list[str]:
     """Why the target ``name`` cannot run these precisions (empty when it can)."""
-    return table_problems(name, constants.macs_per_cycle, act_bits, weight_bits)
+    return constants.macs_per_cycle.problems(name, act_bits, weight_bits)
 
 
 class CustomLatency(CostModel):

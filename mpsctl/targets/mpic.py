@@ -107,19 +107,7 @@ def mpic_precision_problems(geom: LayerGeometry, act_bits: int, weight_bits: lis
                             constants: MPICConstants) -> list[str]:
     """Why MPIC cannot run a layer reading ``act_bits`` inputs with these weight precisions
     (empty when it can): every (activation, weight) pair must be in the table."""
-    return table_problems("MPIC", constants.macs_per_cycle, act_bits, weight_bits)
-
-
-def table_problems(target: str, table: MacsPerCycle, act_bits: int,
-                   weight_bits: list[int]) -> list[str]:
-    """The (activation, weight) pairs a MACs-per-cycle target cannot run; 0-bit is pruning."""
-    runs = table.weight_bits(act_bits)
-    if not runs:
-        acts = ", ".join(map(str, table.act_bits()))
-        return [f"{target} cannot run {act_bits}-bit activations (it runs {acts})"]
-    return [f"{target} cannot run {w}-bit weights with {act_bits}-bit activations "
-            f"(it runs {', '.join(map(str, runs))}, or 0 to prune)"
-            for w in weight_bits if w != 0 and w not in runs]
+    return constants.macs_per_cycle.problems("MPIC", act_bits, weight_bits)
 
 
 class MPICLatency(CostModel):
