@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.base import LayerGeometry, LayerKind
 from mpsctl.cost.rounding import Quantity, cdiv, if_nonzero
 
 __all__ = ["Quantity", "if_nonzero", "macs", "round_up", "smooth_max"]
@@ -22,9 +22,9 @@ def macs(geom: LayerGeometry, cin: Quantity, cout: Quantity) -> Quantity:
     bias when the layer has one (as the published MPIC/DIANA models count them). A depthwise
     layer's channels are its ``cout``; a grouped conv reads ``cin / groups`` per output.
     """
-    if geom.kind == "depthwise":
+    if geom.kind == LayerKind.DEPTHWISE:
         per_output: Quantity = geom.k
-    elif geom.kind == "linear":
+    elif geom.kind == LayerKind.LINEAR:
         per_output = cin
     elif geom.groups > 1:
         per_output = geom.k * cin / geom.groups

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import CostModel, LayerGeometry
+from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
 from mpsctl.cost.rounding import cdiv
 from mpsctl.errors import UserError
 from mpsctl.targets.common import Quantity, if_nonzero, smooth_max
@@ -92,10 +92,10 @@ def diana_digital_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,
     """
     c = constants
     kernel, (ho, wo) = geom.k, geom.out_hw
-    if geom.kind == "depthwise":
+    if geom.kind == LayerKind.DEPTHWISE:
         cin = cout
         per_group: Quantity = 1
-    elif geom.kind == "conv" and geom.groups > 1:
+    elif geom.kind == LayerKind.CONV and geom.groups > 1:
         per_group = cdiv(cout / geom.groups, c.digital_array)
     else:
         per_group = cdiv(cout, c.digital_array)
@@ -138,7 +138,7 @@ def diana_analog_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,
     depthwise layer on it is a ValueError on numbers (the recipe check refuses it earlier).
     """
     c = constants
-    if geom.kind == "depthwise" or geom.groups > 1:
+    if geom.kind == LayerKind.DEPTHWISE or geom.groups > 1:
         if not (isinstance(cin, Tensor) or isinstance(cout, Tensor)):
             raise ValueError(f"DIANA's analog array cannot run a {geom.kind} layer with "
                              f"{geom.groups} groups")
@@ -186,8 +186,9 @@ def diana_precision_problems(geom: LayerGeometry, act_bits: int, weight_bits: li
             found.append(f"DIANA cannot run {w}-bit weights (it runs {c.digital_bits} on the "
                          f"digital accelerator, {c.analog_bits} on the analog array, "
                          "or 0 to prune)")
-    if c.analog_bits in weight_bits and (geom.kind == "depthwise" or geom.groups > 1):
-        what = "depthwise" if geom.kind == "depthwise" else f"grouped ({geom.groups} groups)"
+    depthwise = geom.kind == LayerKind.DEPTHWISE
+    if c.analog_bits in weight_bits and (depthwise or geom.groups > 1):
+        what = "depthwise" if depthwise else f"grouped ({geom.groups} groups)"
         found.append(f"DIANA's analog array cannot run {c.analog_bits}-bit weights in a "
                      f"{what} layer (use {c.digital_bits} or 0 there)")
     return found

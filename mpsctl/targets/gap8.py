@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import CostModel, LayerGeometry
+from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
 from mpsctl.cost.rounding import cdiv
 from mpsctl.targets.common import Quantity, if_nonzero
 from mpsctl.targets.constants import Fields, read_constants_file, shipped_file
@@ -67,9 +67,9 @@ def gap8_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,
     """
     c = constants
     ho, wo = geom.out_hw
-    if geom.kind == "linear":
+    if geom.kind == LayerKind.LINEAR:
         cycles = cdiv(cin, c.linear_in_tile) * cdiv(cout, c.linear_out_tile)
-    elif geom.kind == "depthwise":
+    elif geom.kind == LayerKind.DEPTHWISE:
         cycles = c.depthwise_cycles * cdiv(cout, c.depthwise_cout_tile) * ho * wo * geom.k
     else:
         g = geom.groups
