@@ -204,7 +204,12 @@ def test_diana_unroll(geom: LayerGeometry, cin: int, cout: int, unroll: int) -> 
 def test_diana_analog_by_hand(geom: LayerGeometry, cin: int, cout: int,
                               expected: float) -> None:
     assert diana_analog_cycles(geom, cin, cout, DIANA) == pytest.approx(expected)
+
+
+def test_diana_worked_numbers() -> None:
+    # 16 -> 32 3x3 on 14x14: analog 1152 + 49 * 18.2; digital 4032 + 1176
     assert diana_analog_cycles(CONV, 16, 32, DIANA) == pytest.approx(2043.8)
+    assert diana_digital_cycles(CONV, 16, 32, DIANA) == 5208
 
 
 def test_diana_analog_refuses_depthwise_and_groups() -> None:
