@@ -19,39 +19,18 @@ from typing import Any
 
 from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
-from mpsctl.cost.base import CostModel
-from mpsctl.errors import UserError
-from mpsctl.recipe import Recipe
-from mpsctl.search.supernet import Supernet
 from mpsctl.stages import summary
 from mpsctl.targets import catalog
-from mpsctl.targets.refine import exact_layer_costs, refine_supernet
-
-
-def latency_model(target: str, recipe: Recipe, net: Supernet) -> CostModel:
-    """The latency model refine minimises for ``target``, with the recipe's constants; a
-    UserError when the target is unknown or promoting channels cannot make it faster."""
-    found = catalog.get_target(target, recipe.search.targets)
-    if found is None:
-        names = [*catalog.BUILTIN, *(n for n in recipe.search.targets if n not in catalog.BUILTIN)]
-        raise UserError(f"--target: unknown target '{target}' (available: {', '.join(names)})")
-    refuse_unrefinable(found, found.load(recipe.search.targets.get(target)))
-    return net.cost_model(found.costs[0])
-
-
-def refuse_unrefinable(target: catalog.Target, constants: Any) -> None:
-    if not target.refinable(constants):
-        raise UserError(f"refine --target {target.name}: {target.no_refine_reason} "
-                        "(refine helps ne16, diana and YAML targets with channel rounding)")
+from mpsctl.targets.refine import exact_layer_costs, latency_model, refine_supernet
 
 
 def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
     builtin = catalog.BUILTIN.get(target)
     if builtin is not None:  # refused before reading anything when it cannot help
-        refuse_unrefinable(builtin, None)
+        catalog.refuse_unrefinable(builtin, None)
     ckpt = state.read(path, command="refine")
     recipe, net = state.rebuild(ckpt)
-    model = latency_model(target, recipe, net)
+    model = latency_model(target, recipe.search.targets, net)
     before = exact_layer_costs(net, model)
     refined, skipped = refine_supernet(net, model)
     after = exact_layer_costs(net, model)

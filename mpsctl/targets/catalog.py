@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mpsctl.errors import UserError
 from mpsctl.targets import custom, diana, gap8, mpic
 
 
@@ -63,6 +64,13 @@ def custom_target(name: str) -> Target:
     return Target(name, (name, f"{name}_energy"), load, lambda c: c.rounds,
                   f"{name} has no channel rounding (cout_multiple, cin_multiple): promoting "
                   "a channel never makes a layer faster")
+
+
+def refuse_unrefinable(target: Target, constants: Any) -> None:
+    """A one-line UserError when promoting channels cannot make ``target`` faster."""
+    if not target.refinable(constants):
+        raise UserError(f"refine --target {target.name}: {target.no_refine_reason} "
+                        "(refine helps ne16, diana and YAML targets with channel rounding)")
 
 
 def custom_costs(name: str, constants: custom.CustomConstants) -> tuple[str, ...]:
