@@ -1,13 +1,16 @@
-"""What `mpsctl ls` lists: registered models, datasets, cost models and shipped recipes."""
+"""What `mpsctl ls` lists (registered models, datasets, cost models, shipped recipes and
+configs) and what `mpsctl cp` copies out of the package."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mpsctl.errors import UserError
+from mpsctl.recipe.errors import did_you_mean
+from mpsctl.resources import bundled_file, bundled_names
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-KINDS = ("models", "datasets", "costs", "recipes")
+KINDS = ("models", "datasets", "costs", "recipes", "configs")
 
 
 def listing(what: str) -> list[str]:
@@ -23,6 +26,56 @@ def listing(what: str) -> list[str]:
         from mpsctl.cost import available_costs
 
         return available_costs()
-    if what == "recipes":
-        return sorted(str(p.relative_to(RECIPES_DIR.parent)) for p in RECIPES_DIR.glob("*.yaml"))
+    if what in ("recipes", "configs"):
+        return bundled_names(what)
     raise UserError(f"ls: unknown kind '{what}' (one of: {', '.join(KINDS)})")
+
+
+def find_bundled(name: str) -> Path:
+    """The shipped recipe or config called ``name``: ``quickstart``, ``targets/ne16``, with
+    or without ``.yaml``, optionally prefixed ``recipes/`` or ``configs/`` (recipes first)."""
+    kinds: tuple[str, ...] = ("recipes", "configs")
+    for kind in kinds:
+        if name.startswith(f"{kind}/"):
+            kinds, name = (kind,), name[len(kind) + 1 :]
+            break
+    for kind in kinds:
+        found = bundled_file(kind, name)
+        if found is not None:
+            return found
+    known = [n for kind in kinds for n in bundled_names(kind)]
+    close = did_you_mean(name.removesuffix(".yaml"), known)
+    hint = f"did you mean '{close}'? " if close else ""
+    raise UserError(
+        f"cp: no shipped recipe or config named '{name}' ({hint}see mpsctl ls recipes, "
+        "mpsctl ls configs)"
+    )
+
+
+def copy_bundled(name: str, dest: str | None = None, force: bool = False) -> Path:
+    """Copy a shipped recipe or config to ``dest`` (default: the current folder) to edit.
+
+    A ``dest`` that is a folder (existing, or written with a trailing ``/``) receives the
+    file under its own name; a name without a suffix gets ``.yaml``. An existing file is
+    kept unless ``force``; the copy is written to a temporary file and renamed, so an
+    interrupted copy leaves nothing half-written.
+    """
+    source = find_bundled(name)
+    target = Path(dest).expanduser() if dest else Path(source.name)
+    if (dest and dest.endswith(("/", os.sep))) or target.is_dir():
+        target = target / source.name
+    elif not target.suffix:
+        target = target.with_suffix(".yaml")
+    if target.exists() and not force:
+        raise UserError(f"cp: {target} already exists (pass --force to overwrite it)")
+    if not target.parent.is_dir():
+        raise UserError(f"cp: folder {target.parent} does not exist (create it first)")
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "xb") as out:  # created with the user's usual permissions
+            out.write(source.read_bytes())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target

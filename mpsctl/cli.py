@@ -281,10 +281,12 @@ def report(
 
 @app.command("ls")
 def ls(
-    what: Annotated[str, typer.Argument(help="models, datasets, costs or recipes")] = "models",
+    what: Annotated[
+        str, typer.Argument(help="models, datasets, costs, recipes or configs")
+    ] = "models",
     as_json: JsonOpt = False,
 ) -> None:
-    """List registered models, datasets, cost models or shipped recipes."""
+    """List registered models, datasets, cost models, or shipped recipes and configs."""
 
     def action():
         from mpsctl import catalog
@@ -297,6 +299,26 @@ def ls(
     else:
         for item in items:
             typer.echo(item)
+
+
+@app.command("cp")
+def cp(
+    name: Annotated[str, typer.Argument(help="Shipped recipe or config (see mpsctl ls).")],
+    dest: Annotated[
+        str | None, typer.Argument(help="File or folder; default: the current folder.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a shipped recipe or config to edit; prints the new file's path."""
+
+    def action():
+        from mpsctl import catalog
+
+        return catalog.copy_bundled(name, dest, force)
+
+    path = str(_run(action))
+    typer.echo(json.dumps({"file": path}) if as_json else path)
 
 
 def main() -> None:

@@ -22,13 +22,14 @@ from torch import Tensor
 
 from mpsctl.cost.base import LayerGeometry, register_cost
 from mpsctl.errors import UserError
+from mpsctl.resources import bundled_dir
 
 #: A channel count, bit width or cycle count: a tensor in the search, a number elsewhere.
 Quantity = Tensor | int | float
 
 KINDS = ("conv", "depthwise", "linear")
 
-DEFAULT_CONSTANTS_PATH = Path(__file__).parents[2] / "configs" / "targets" / "ne16.yaml"
+DEFAULT_CONSTANTS_PATH = bundled_dir("configs") / "targets" / "ne16.yaml"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""`mpsctl ls recipes|configs` and `mpsctl cp`: copy a shipped file to edit, never clobber."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mpsctl.resources import bundled_file, bundled_names
+
+
+def _one_line_error(result, *words: str) -> None:
+    assert result.exit_code == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+def test_ls_recipes_and_configs(cli) -> None:
+    assert cli("ls", "recipes").stdout.split() == bundled_names("recipes")
+    assert "quickstart" in bundled_names("recipes")
+    assert "targets/ne16" in cli("ls", "configs").stdout.split()
+    assert cli.json("ls", "recipes") == {"recipes": bundled_names("recipes")}
+
+
+def test_cp_copies_into_the_current_folder(cli, tmp_path: Path) -> None:
+    result = cli("cp", "quickstart")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "quickstart.yaml"
+    copy = tmp_path / "quickstart.yaml"
+    assert copy.read_bytes() == bundled_file("recipes", "quickstart").read_bytes()
+    assert cli("validate", copy).exit_code == 0  # the copy is a working recipe
+    assert [p.name for p in tmp_path.iterdir()] == ["quickstart.yaml"]  # no temporary left
+
+
+def test_cp_refuses_to_overwrite_without_force(cli, tmp_path: Path) -> None:
+    mine = tmp_path / "quickstart.yaml"
+    mine.write_text("name: mine\n")
+    _one_line_error(cli("cp", "quickstart"), "already exists", "--force")
+    assert mine.read_text() == "name: mine\n"
+    assert cli("cp", "quickstart", "--force").exit_code == 0
+    assert mine.read_bytes() == bundled_file("recipes", "quickstart").read_bytes()
+
+
+def test_cp_destinations(cli, tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    assert cli("cp", "recipes/qat8-mnist5k.yaml", "mine").exit_code == 0
+    assert (tmp_path / "mine" / "qat8-mnist5k.yaml").is_file()
+    assert cli.json("cp", "targets/ne16", "my-ne16") == {"file": "my-ne16.yaml"}
+    assert (tmp_path / "my-ne16.yaml").read_bytes() == (
+        bundled_file("configs", "targets/ne16").read_bytes()
+    )
+    _one_line_error(cli("cp", "quickstart", "absent/"), "absent", "does not exist")
+    assert not (tmp_path / "absent").exists()
+
+
+def test_cp_unknown_name_suggests(cli, tmp_path: Path) -> None:
+    _one_line_error(cli("cp", "quickstrat"), "'quickstrat'", "did you mean 'quickstart'")
+    _one_line_error(cli("cp", "../pyproject.toml"), "mpsctl ls recipes")
+    assert list(tmp_path.iterdir()) == []
