@@ -1,4 +1,4 @@
-"""Latency refinement of a per-channel precision assignment (SPEC §5).
+"""Latency refinement of a per-channel precision assignment (docs/algorithm.md#refine-for-ne16).
 
 NE16 computes output channels in tiles, so a partially filled tile wastes cycles: promoting a
 few channels to a higher precision can make the layer *cheaper*. This module searches such
@@ -36,7 +36,7 @@ def refine_channel_assignment(
 
     ``assign[c]`` indexes ``bits`` (any order, may contain 0); ``logits`` is ``(len(bits),
     Cout)`` and picks which channels move: within a source precision, those with the highest
-    logit for the destination (ties: lower channel index). Each round runs SPEC §5's pass A
+    logit for the destination (ties: lower channel index). Each round runs pass A
     and pass B from the current counts and applies the strictly cheapest configuration seen;
     rounds repeat until one finds nothing cheaper, so refining a refined assignment is a no-op.
     No channel's precision decreases and 0-bit (pruned) channels never move in or out.

@@ -2,8 +2,8 @@
 
 ``Σ_i Σ_j θin_i · w_j · f(p_i, p_j, Cin_eff, Cout_j)`` where, per layer, ``w_j = θ_j`` and
 ``Cout_j = Cout``; per channel, ``w_j = 1`` and ``Cout_j = Σ_c θ_{j,c}`` (each channel counted
-once, SPEC §3 differs). ``Cin_eff`` is the producer's non-pruned channel mass (× the spatial
-size where a flatten sits between). 0-bit groups cost nothing.
+once, see docs/algorithm.md#expected-cost). ``Cin_eff`` is the producer's non-pruned
+channel mass (× the spatial size where a flatten sits between). 0-bit groups cost nothing.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NE16 (GAP9 neural engine) latency model, SPEC §4.
+"""NE16 (GAP9 neural engine) latency model (docs/algorithm.md#ne16-latency).
 
 One closed form serves two masters: the search needs it differentiable in the (fractional)
 channel counts, so the integer helpers are straight-through; ``refine`` and the reports need
@@ -195,7 +195,7 @@ def _if_nonzero(selector: Quantity, value: Quantity) -> Quantity:
 
 
 def _decompose(kh: int, kw: int) -> tuple[int, int]:
-    """How many 3x3 and 1x1 jobs a ``kh x kw`` kernel becomes (SPEC §4)."""
+    """How many 3x3 and 1x1 jobs a ``kh x kw`` kernel becomes (docs/algorithm.md#ne16-latency)."""
     rh, rw = kh % 3, kw % 3
     return (kh // 3) * (kw // 3), rh * kw + rw * kh - rh * rw
 

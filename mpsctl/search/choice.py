@@ -1,8 +1,9 @@
-"""A learnable choice among candidate precisions, per layer or per output channel (SPEC §2.1).
+"""A learnable choice among candidate precisions, per layer or per output channel.
 
 Logits ``α`` start at ``p_i / max(p)``; ``θ = softmax(α / T)`` in training (optionally with
 Gumbel noise, or the straight-through one-hot of the argmax in hard mode), the argmax in eval
 mode. A choice can be frozen at an assignment: then it has no logits and θ is that one-hot.
+See docs/algorithm.md#precision-choices.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Turn a float model into a searchable supernet with torch.fx (SPEC §2.4).
+"""Turn a float model into a searchable supernet with torch.fx (docs/algorithm.md#graph-conversion).
 
 Steps: trace a deep copy; record shapes on an example input; refuse layers that cannot be
 searched; fold BatchNorm into the conv/linear before it; replace Conv1d/Conv2d/Linear with

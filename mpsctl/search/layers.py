@@ -2,7 +2,7 @@
 
 Weights are ``Ŵ = Σ_j θ_j Q_{p_j}(W)`` (θ per layer or per output channel) and the bias is
 quantized at 32 bits with the scale ``s_in · s_w[c]`` of each (input, weight) precision pair,
-so a 0-bit channel's bias vanishes with its weights (SPEC §2.2–§2.3). In eval mode, or once
+so a 0-bit channel's bias vanishes with its weights (docs/algorithm.md#bias). In eval mode, or once
 the choice is frozen, the layer runs at the argmax precision through the fixed path.
 """
 

@@ -2,7 +2,7 @@
 
 It samples every choice once per forward (so shared choices and the cost see one θ),
 exposes the architecture parameters, computes costs, and hardens into the fixed-precision
-model that export writes (SPEC §6).
+model that export writes (docs/algorithm.md#export).
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ class Supernet(nn.Module):
         return {name: choice.assignment().clone() for name, choice in self.choices()}
 
     def compensate_pruning(self) -> None:
-        """Scale weights by ``1 / Σ_{p≠0} θ_p`` so the expected weight starts at W (SPEC §2.3)."""
+        """Scale weights by ``1 / Σ_{p≠0} θ_p`` so the expected weight starts at W
+        (docs/algorithm.md#pruning-with-0-bits)."""
         with torch.no_grad():
             for _, layer in self.layers():
                 choice = layer.choice

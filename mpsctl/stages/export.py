@@ -1,9 +1,9 @@
 """`mpsctl export`: argmax (or refined) choices → fixed-precision model, 0-bit channels removed.
 
 Before anything is written, the exported model's output must equal the supernet's eval
-output on a validation batch (SPEC §6). The check runs in float64 so that the summation
-order of a smaller convolution cannot flip a quantization code; the float32 difference is
-reported beside it.
+output on a validation batch (docs/algorithm.md#export). The check runs in float64 so that
+the summation order of a smaller convolution cannot flip a quantization code; the float32
+difference is reported beside it.
 """
 
 from __future__ import annotations

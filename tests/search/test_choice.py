@@ -1,4 +1,5 @@
-"""PrecisionChoice (SPEC §2.1, §7): logits init, θ modes, eval argmax, min_keep, freeze."""
+"""PrecisionChoice (docs/algorithm.md#precision-choices): logits init, θ modes, eval argmax,
+min_keep, freeze."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def test_per_channel_init_and_pruning_candidates():
     assert torch.allclose(c.alpha, torch.tensor([0.0, 0.25, 0.5, 1.0]).unsqueeze(1).expand(4, 5))
     theta = c.soft_theta()
     assert torch.allclose(theta.sum(0), torch.ones(5))
-    # Weight compensation factor of SPEC §2.3: 1 / Σ_{p≠0} θ_p = 1.17696 for (0, 2, 4, 8).
+    # Weight compensation factor (docs/algorithm.md#pruning-with-0-bits):
+    # 1 / Σ_{p≠0} θ_p = 1.17696 for (0, 2, 4, 8).
     assert (1 / theta[1:].sum(0)).tolist() == pytest.approx([1.17696] * 5, abs=1e-5)
 
 

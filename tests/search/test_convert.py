@@ -1,5 +1,6 @@
-"""Graph conversion (SPEC §2.4): BN folding, quantizer placement and sharing, exclusion,
-overrides, error reporting, torchvision models, and never touching the caller's model."""
+"""Graph conversion (docs/algorithm.md#graph-conversion): BN folding, quantizer placement
+and sharing, exclusion, overrides, error reporting, torchvision models, and never touching
+the caller's model."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_plain_cnn_folds_batchnorm_and_matches_float_at_high_precision():
     with torch.no_grad():
         ref = model(x)
     # 14 bits everywhere: the int32 bias (scale s_in·s_w) still fits; at 16/16 bits a folded
-    # bias overflows int32 and saturates, as SPEC §1.3 asks.
+    # bias overflows int32 and saturates, as docs/algorithm.md#bias asks.
     space = SearchSpace(weight_bits=(14,), act_bits=(14,), act_clip=4.0, input_clip=1.0)
     net = build_supernet(model, x, space).eval()
     assert not any(t.startswith("bn") for t in _graph_targets(net))

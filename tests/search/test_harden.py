@@ -1,5 +1,6 @@
-"""Hardening / export (SPEC §2.3, §6): the fixed-precision model equals the supernet's argmax
-model, 0-bit channels are physically removed in order, and the hard cost is the real size."""
+"""Hardening / export (docs/algorithm.md#export): the fixed-precision model equals the
+supernet's argmax model, 0-bit channels are physically removed in order, and the hard cost
+is the real size."""
 
 from __future__ import annotations
 
@@ -233,7 +234,8 @@ def test_residual_pruned_shapes_follow_the_shared_choice():
 
 
 def test_supernet_pruned_channels_are_exactly_zero():
-    """A 0-bit channel outputs exactly 0, bias included (SPEC §2.3), in eval and hard mode."""
+    """A 0-bit channel outputs exactly 0, bias included, in eval and hard mode
+    (docs/algorithm.md#pruning-with-0-bits)."""
     net, x = _tiny("plain", "prune")
     index = net.net.conv1.choice.assignment()
     assert (index == 0).any()
