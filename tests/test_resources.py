@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mpsctl.cost.ne16 import DEFAULT_CONSTANTS_PATH
 from mpsctl.recipe import CONFIGS_DIR
 from mpsctl.resources import bundled_dir, bundled_file, bundled_names
+from mpsctl.targets.ne16 import DEFAULT_CONSTANTS_PATH
 
 REPO = Path(__file__).resolve().parents[1]
 

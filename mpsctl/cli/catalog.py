@@ -23,9 +23,9 @@ def listing(what: str) -> list[str]:
 
         return available_datasets()
     if what == "costs":
-        from mpsctl.cost import available_costs
+        from mpsctl.targets import available_cost_models
 
-        return available_costs()
+        return available_cost_models()
     if what in ("recipes", "configs"):
         return bundled_names(what)
     raise UserError(f"ls: unknown kind '{what}' (one of: {', '.join(KINDS)})")
