@@ -35,6 +35,25 @@ CkptArg = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mpsctl.version import __version__
+
+        typer.echo(f"mpsctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Mixed-precision search, export, fine-tuning and NE16 refinement for CNNs."""
+
+
 def _fail(code: int, message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)

@@ -1,9 +1,12 @@
-"""`mpsctl ls recipes|configs` and `mpsctl cp`: copy a shipped file to edit, never clobber."""
+"""What the package ships, from the command line: `mpsctl ls recipes|configs`, `mpsctl cp`
+(copy a shipped file to edit, never clobber) and `mpsctl --version`."""
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
+import mpsctl
 from mpsctl.resources import bundled_file, bundled_names
 
 
@@ -56,3 +59,10 @@ def test_cp_unknown_name_suggests(cli, tmp_path: Path) -> None:
     _one_line_error(cli("cp", "quickstrat"), "'quickstrat'", "did you mean 'quickstart'")
     _one_line_error(cli("cp", "../pyproject.toml"), "mpsctl ls recipes")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_version_is_written_once(cli) -> None:
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"mpsctl {mpsctl.__version__}"
+    # The installed metadata reads the same string (pyproject: dynamic version).
+    assert metadata.version("mpsctl") == mpsctl.__version__
