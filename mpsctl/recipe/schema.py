@@ -24,7 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from mpsctl.recipe.errors import PROBLEMS, did_you_mean, format_path
+from mpsctl.recipe.errors import PROBLEMS, format_path
+from mpsctl.registry import closest
 
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -193,7 +194,7 @@ class OptimizerConfig(Section):
         names = torch_optimizers()
         if name.lower() in names:
             return name.lower()
-        guess = did_you_mean(name.lower(), names)
+        guess = closest(name.lower(), names)
         hint = f"did you mean '{guess}'?" if guess else ", ".join(sorted(names))
         raise problems([((), f"'{name}' is not a torch.optim optimizer ({hint})")])
 
@@ -299,7 +300,7 @@ class SearchConfig(Section):
         found: list[Problem] = []
         for name in cost:
             if name not in names:
-                guess = did_you_mean(name, names)
+                guess = closest(name, names)
                 hint = f"did you mean '{guess}'? " if guess else ""
                 found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)})"))
         if found:
