@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from mpsctl.errors import UserError
-from mpsctl.recipe.errors import did_you_mean
+from mpsctl.registry import closest
 from mpsctl.resources import bundled_file, bundled_names
 
 KINDS = ("models", "datasets", "costs", "recipes", "configs")
@@ -44,7 +44,7 @@ def find_bundled(name: str) -> Path:
         if found is not None:
             return found
     known = [n for kind in kinds for n in bundled_names(kind)]
-    close = did_you_mean(name.removesuffix(".yaml"), known)
+    close = closest(name.removesuffix(".yaml"), known)
     hint = f"did you mean '{close}'? " if close else ""
     raise UserError(
         f"cp: no shipped recipe or config named '{name}' ({hint}see mpsctl ls recipes, "
