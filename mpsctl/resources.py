@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from mpsctl.errors import UserError
+from mpsctl.registry import closest
 
 #: The kinds of shipped files, each a folder of YAML files inside the package.
 KINDS = ("recipes", "configs")
@@ -52,3 +53,24 @@ def bundled_file(kind: str, name: str) -> Path | None:
         if candidate.is_file() and root in candidate.resolve().parents:
             return candidate
     return None
+
+
+def bundled_path(name: str) -> Path:
+    """The shipped recipe or config called ``name``: ``quickstart``, ``targets/ne16``, with
+    or without ``.yaml``, optionally prefixed ``recipes/`` or ``configs/`` (recipes first).
+    An unknown name is a :class:`UserError` that suggests the closest one."""
+    kinds: tuple[str, ...] = KINDS
+    for kind in KINDS:
+        if name.startswith(f"{kind}/"):
+            kinds, name = (kind,), name[len(kind) + 1 :]
+            break
+    for kind in kinds:
+        found = bundled_file(kind, name)
+        if found is not None:
+            return found
+    close = closest(name.removesuffix(".yaml"), [n for k in kinds for n in bundled_names(k)])
+    hint = f"did you mean '{close}'? " if close else ""
+    raise UserError(
+        f"no shipped recipe or config named '{name}' ({hint}see mpsctl ls recipes, "
+        "mpsctl ls configs)"
+    )

@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 from mpsctl.errors import UserError
-from mpsctl.registry import closest
-from mpsctl.resources import bundled_file, bundled_names
+from mpsctl.resources import bundled_names, bundled_path
 
 KINDS = ("models", "datasets", "costs", "recipes", "configs")
 
@@ -31,27 +30,6 @@ def listing(what: str) -> list[str]:
     raise UserError(f"ls: unknown kind '{what}' (one of: {', '.join(KINDS)})")
 
 
-def find_bundled(name: str) -> Path:
-    """The shipped recipe or config called ``name``: ``quickstart``, ``targets/ne16``, with
-    or without ``.yaml``, optionally prefixed ``recipes/`` or ``configs/`` (recipes first)."""
-    kinds: tuple[str, ...] = ("recipes", "configs")
-    for kind in kinds:
-        if name.startswith(f"{kind}/"):
-            kinds, name = (kind,), name[len(kind) + 1 :]
-            break
-    for kind in kinds:
-        found = bundled_file(kind, name)
-        if found is not None:
-            return found
-    known = [n for kind in kinds for n in bundled_names(kind)]
-    close = closest(name.removesuffix(".yaml"), known)
-    hint = f"did you mean '{close}'? " if close else ""
-    raise UserError(
-        f"cp: no shipped recipe or config named '{name}' ({hint}see mpsctl ls recipes, "
-        "mpsctl ls configs)"
-    )
-
-
 def copy_bundled(name: str, dest: str | None = None, force: bool = False) -> Path:
     """Copy a shipped recipe or config to ``dest`` (default: the current folder) to edit.
 
@@ -60,7 +38,7 @@ def copy_bundled(name: str, dest: str | None = None, force: bool = False) -> Pat
     kept unless ``force``; the copy is written to a temporary file and renamed, so an
     interrupted copy leaves nothing half-written.
     """
-    source = find_bundled(name)
+    source = bundled_path(name)
     target = Path(dest).expanduser() if dest else Path(source.name)
     if (dest and dest.endswith(("/", os.sep))) or target.is_dir():
         target = target / source.name
