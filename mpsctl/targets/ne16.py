@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
 from mpsctl.cost.base import CostModel, LayerGeometry
 from mpsctl.cost.rounding import Quantity, cdiv, fdiv, if_nonzero, mod
 from mpsctl.errors import UserError
 from mpsctl.resources import bundled_dir
+from mpsctl.targets.constants import read_constants_file
 
 KINDS = ("conv", "depthwise", "linear")
 
@@ -71,15 +71,7 @@ def load_ne16_constants(path: str | Path | None = None) -> NE16Constants:
 
 
 def _read_constants(path: Path) -> NE16Constants:
-    if not path.is_file():
-        raise UserError(f"{path}: NE16 constants file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        reason = " ".join(str(exc).split())
-        raise UserError(f"{path}: cannot read NE16 constants: {reason}") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of NE16 constant names to integers")
+    data = read_constants_file(path, "NE16")
     known = {f.name for f in dataclasses.fields(NE16Constants)}
     unknown = sorted(str(key) for key in data if key not in known)
     if unknown:
