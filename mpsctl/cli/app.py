@@ -59,13 +59,20 @@ def _fail(code: int, message: str) -> None:
     raise typer.Exit(code)
 
 
-def _run(action: Callable[[], Any]) -> Any:
-    """Run a stage, mapping bad input to exit 2 and other failures to exit 1 (one line)."""
+def _run(action: Callable[[], Any], stage: bool = True) -> Any:
+    """Run a stage, mapping bad input to exit 2 and other failures to exit 1 (one line).
+
+    ``stage=False`` is for commands that never start a process group (``cp``, listings of
+    shipped files): they skip the distributed bookkeeping, and with it importing torch.
+    """
     from mpsctl.errors import Interrupted, UserError
-    from mpsctl.training import distributed
 
     try:
         result = action()
+        if not stage:
+            return result
+        from mpsctl.training import distributed
+
         if not distributed.is_main():
             distributed.shutdown()
             raise typer.Exit(0)
@@ -312,7 +319,7 @@ def ls(
 
         return catalog.listing(what)
 
-    items = _run(action)
+    items = _run(action, stage=what not in ("recipes", "configs"))
     if as_json:
         typer.echo(json.dumps({what: items}))
     else:
@@ -336,7 +343,7 @@ def cp(
 
         return catalog.copy_bundled(name, dest, force)
 
-    path = str(_run(action))
+    path = str(_run(action, stage=False))
     typer.echo(json.dumps({"file": path}) if as_json else path)
 
 

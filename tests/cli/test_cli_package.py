@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 import mpsctl
 from mpsctl.resources import bundled_file, bundled_names
@@ -66,3 +71,17 @@ def test_version_is_written_once(cli) -> None:
     assert result.exit_code == 0 and result.stdout.strip() == f"mpsctl {mpsctl.__version__}"
     # The installed metadata reads the same string (pyproject: dynamic version).
     assert metadata.version("mpsctl") == mpsctl.__version__
+
+
+@pytest.mark.parametrize("args", [["ls", "recipes"], ["cp", "quickstart"]])
+def test_shipped_file_commands_do_not_import_torch(args: list[str], tmp_path: Path) -> None:
+    # Listing or copying a YAML file should not pay torch's import (about a second).
+    probe = (
+        "import atexit, sys; atexit.register(lambda: print('torch' in sys.modules));"
+        f"sys.argv = ['mpsctl', *{args!r}]; from mpsctl.cli import main; main()"
+    )
+    repo = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": repo})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
