@@ -88,8 +88,13 @@ def test_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
     version = wheel.name.split("-")[1]
     assert _run(mpsctl, "--version", cwd=work, env=env).strip() == f"mpsctl {version}"
 
-    recipes = _run(mpsctl, "ls", "recipes", cwd=work, env=env).split()
-    assert "quickstart" in recipes and "quickstart-ne16" in recipes
+    # Every YAML file of the repository's folders made it into the wheel, none listed by hand.
+    for kind in ("recipes", "configs"):
+        shipped = _run(mpsctl, "ls", kind, cwd=work, env=env).split()
+        in_repo = sorted(p.relative_to(REPO / kind).with_suffix("").as_posix()
+                         for p in (REPO / kind).rglob("*.yaml"))
+        assert "quickstart" in in_repo or kind == "configs"
+        assert shipped == in_repo
     assert _run(mpsctl, "cp", "quickstart", cwd=work, env=env).strip() == "quickstart.yaml"
     copied = (work / "quickstart.yaml").read_bytes()
     assert copied == (REPO / "recipes" / "quickstart.yaml").read_bytes()
