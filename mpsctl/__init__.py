@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         available_cost_models,
         build_cost_model,
         register_cost,
-        register_cost_model,
     )
 
 #: Public name → the module that defines it.
@@ -43,7 +42,6 @@ _HOMES = {
     "available_cost_models": "mpsctl.targets.registry",
     "build_cost_model": "mpsctl.targets.registry",
     "register_cost": "mpsctl.targets.registry",
-    "register_cost_model": "mpsctl.targets.registry",
     "refine_supernet": "mpsctl.targets.refine",
     # deployment
     "export_onnx": "mpsctl.deploy",
@@ -73,7 +71,6 @@ __all__ = [
     "load_recipe",
     "refine_supernet",
     "register_cost",
-    "register_cost_model",
 ]
 
 

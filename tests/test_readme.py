@@ -53,6 +53,12 @@ def test_public_names_resolve_and_import_mpsctl_stays_light() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_every_public_name_has_a_readme_example() -> None:
+    examples = _python_examples()
+    missing = [n for n in mpsctl.__all__ if n != "__version__" and f"mpsctl.{n}" not in examples]
+    assert not missing
+
+
 @pytest.mark.slow
 def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime", reason="the ONNX example needs the deploy extra")
