@@ -23,7 +23,8 @@ def export_onnx(
     model, example, path: Path, variant: str = "integer", labels=None
 ) -> dict[str, Any]:
     """Write ``model`` (a fixed-precision Supernet) as ONNX and check it on ``example``
-    (top-1 agreement with the fake-quant model must reach 99 %, else nothing is written)."""
+    (given the same input codes, every quantizer within 1 LSB of the fake-quant model and
+    99 % of top-1 predictions agreeing, else nothing is written)."""
     from mpsctl.deploy.onnx_export import export_onnx as _export
 
     return _export(model, example, path, variant, labels)

@@ -55,6 +55,7 @@ from mpsctl.deploy.integer import (
     requantizer,
 )
 from mpsctl.errors import UserError
+from mpsctl.quant.activation import act_scale
 from mpsctl.search.graph import ShapeRecorder, classify, is_relu, shape_of
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
 from mpsctl.search.supernet import Supernet
@@ -71,6 +72,8 @@ OPSET = 17
 IR_VERSION = 8
 #: Export fails unless the ONNX model's top-1 agrees with the fake-quant model this often.
 MIN_TOP1_AGREEMENT = 0.99
+#: ... and unless, given the same input codes, every quantizer is within this many LSBs.
+MAX_ERROR_LSB = 1
 FORMAT = "mpsctl-onnx/1"
 
 _ELEM = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8, "int32": TensorProto.INT32,
@@ -628,8 +631,11 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Write ``model`` to ``path`` as ONNX, run it with onnxruntime on ``example`` and compare.
 
-    Raises :class:`OnnxMismatchError` (and leaves no file) unless the ONNX model's top-1
-    agrees with the fake-quant model's on at least 99 % of ``example``.
+    Raises :class:`OnnxMismatchError` (and leaves no file) when the ONNX arithmetic differs
+    from the fake-quant model's: some quantizer more than ``MAX_ERROR_LSB`` off given the same
+    input codes, or the top-1 given the same codes agreeing on less than 99 % of ``example``.
+    A free-running disagreement (round-off of the float32 fake-quant model grown along the
+    network) is reported as a warning: it says how far the PyTorch evaluation can be trusted.
     """
     onnx_model = build_onnx(model, example, variant)
     path = Path(path)
@@ -638,18 +644,20 @@ def export_onnx(
     onnx.save(onnx_model, str(tmp))
     try:
         check = verify_onnx(tmp, model, example, labels)
-        if check["top1_agreement"] < MIN_TOP1_AGREEMENT:
+        if (check["max_error_lsb"] > MAX_ERROR_LSB
+                or check["forced_top1_agreement"] < MIN_TOP1_AGREEMENT):
             raise OnnxMismatchError(
-                f"the ONNX model agrees with the fake-quant model on only "
-                f"{check['top1_agreement']:.1%} of {check['samples']} samples (need "
-                f"{MIN_TOP1_AGREEMENT:.0%}; max error {check['max_error_lsb']:g} LSB): "
-                "a bug in mpsctl, please report it with the checkpoint"
+                f"the ONNX model's arithmetic differs from the fake-quant model's: given the "
+                f"same input codes, a quantizer is off by {check['max_error_lsb']:g} LSB (at "
+                f"most {MAX_ERROR_LSB} allowed) and the top-1 agrees on "
+                f"{check['forced_top1_agreement']:.1%} of {check['samples']} samples (need "
+                f"{MIN_TOP1_AGREEMENT:.0%}): a bug in mpsctl, please report it with the checkpoint"
             )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     meta = {p.key: p.value for p in onnx_model.metadata_props}
-    return {
+    summary = {
         "onnx": str(path),
         "variant": variant,
         "opset": OPSET,
@@ -657,6 +665,16 @@ def export_onnx(
         "layers": json.loads(meta["mpsctl.layers"]),
         **check,
     }
+    if check["top1_agreement"] < MIN_TOP1_AGREEMENT:
+        summary["warning"] = (
+            f"run on its own, the ONNX model agrees with the fake-quant model on "
+            f"{check['top1_agreement']:.1%} of the top-1 predictions (codes drift by up to "
+            f"{check['drift_max_lsb']:g} LSB): float32 round-off flips a code now and then and "
+            "this network amplifies a one-code difference layer by layer, so its PyTorch "
+            "accuracy is only an estimate of the deployed one; measure accuracy on the ONNX "
+            "model"
+        )
+    return summary
 
 
 def verify_onnx(
@@ -664,12 +682,14 @@ def verify_onnx(
 ) -> dict[str, Any]:
     """Run the ONNX file with onnxruntime on ``batch`` and compare with the fake-quant model.
 
-    Returns ``top1_agreement`` (fraction of samples with the same argmax), ``max_error_lsb``
-    (largest difference of any activation code, in that activation's LSBs, over every
-    quantizer of the network: 0 when the integer model is exact), ``code_mismatch`` (fraction
-    of activation codes that differ), ``output_max_error_lsb`` (largest output difference in
-    the output's own LSBs — the last layer's accumulator unit, so float32 summation noise
-    of the fake-quant model shows as a fraction of an LSB), ``output_max_abs_error`` and, with
+    Two comparisons. *Arithmetic*: the fake-quant model is run with every quantizer's output
+    replaced by the ONNX model's codes, so each quantizer is judged on the same input as the
+    ONNX graph: ``max_error_lsb`` (largest code difference, in that quantizer's LSBs; 0 when
+    the integer model is exact), ``code_mismatch`` (fraction of codes that differ) and
+    ``forced_top1_agreement``. *Free-running*: both models run on their own, so a code that
+    float32 round-off flipped early propagates: ``top1_agreement``, ``drift_max_lsb``,
+    ``drift_code_mismatch``. Also ``output_max_error_lsb`` (the output difference in the
+    output's own LSBs, arithmetic), ``output_max_abs_error`` (free-running) and, with
     ``labels``, both models' accuracy on the batch.
     """
     proto = onnx.load(str(path))
@@ -689,12 +709,13 @@ def verify_onnx(
     x = batch.detach().float().cpu()
     results = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     got = dict(zip(output_names + list(codes), results, strict=True))
-    wanted = {info["node"] for info in codes.values()}
-    ref_out, ref_nodes = _reference(model, x, wanted)
+    by_node = {info["node"]: got[name] for name, info in codes.items()}
+    free_out, free_nodes = _reference(model, x, set(by_node))
+    forced_out, forced_nodes = _reference(model, x, set(by_node), force=by_node)
 
     ours = got[output_names[0]].astype(np.float64)
-    theirs = ref_out.double().numpy()
-    diff = np.abs(ours - theirs)
+    forced, free = forced_out.double().numpy(), free_out.double().numpy()
+    diff = np.abs(ours - forced)
     unit = lsb.get(output_names[0])
     if unit is not None:
         scale = np.asarray(unit["lsb"], dtype=np.float64)
@@ -702,51 +723,73 @@ def verify_onnx(
         out_lsb = float((diff / scale).max()) if diff.size else 0.0
     else:
         out_lsb = float("nan")
-    per_slot, mismatched, total, worst = {}, 0, 0, 0
+    per_slot: dict[str, dict[str, float]] = {}
+    totals = {"forced": [0, 0, 0], "free": [0, 0, 0]}  # mismatched, total, worst
     for name, info in codes.items():
-        ref = torch.round(ref_nodes[info["node"]].double() / info["scale"]).numpy()
-        err = np.abs(got[name].astype(np.int64) - ref.astype(np.int64))
-        bad = int((err > 0).sum())
-        per_slot[info["node"]] = {"mismatch": bad / max(err.size, 1),
-                                  "max_error_lsb": int(err.max(initial=0))}
-        mismatched, total = mismatched + bad, total + err.size
-        worst = max(worst, int(err.max(initial=0)))
-    pred_onnx, pred_ref = ours.argmax(1), theirs.argmax(1)
+        node = info["node"]
+        entry = per_slot.setdefault(node, {})
+        for label, ref_nodes in (("forced", forced_nodes), ("free", free_nodes)):
+            ref = torch.round(ref_nodes[node].double() / info["scale"]).numpy()
+            err = np.abs(got[name].astype(np.int64) - ref.astype(np.int64))
+            bad, worst = int((err > 0).sum()), int(err.max(initial=0))
+            prefix = "" if label == "forced" else "drift_"
+            entry[f"{prefix}mismatch"] = bad / max(err.size, 1)
+            entry[f"{prefix}max_error_lsb"] = worst
+            t = totals[label]
+            t[0], t[1], t[2] = t[0] + bad, t[1] + err.size, max(t[2], worst)
+    pred_onnx = ours.argmax(1)
     report = {
         "samples": int(x.shape[0]),
-        "top1_agreement": float((pred_onnx == pred_ref).mean()),
-        "max_error_lsb": float(worst),
-        "code_mismatch": mismatched / max(total, 1),
+        "top1_agreement": float((pred_onnx == free.argmax(1)).mean()),
+        "forced_top1_agreement": float((pred_onnx == forced.argmax(1)).mean()),
+        "max_error_lsb": float(totals["forced"][2]),
+        "code_mismatch": totals["forced"][0] / max(totals["forced"][1], 1),
+        "drift_max_lsb": float(totals["free"][2]),
+        "drift_code_mismatch": totals["free"][0] / max(totals["free"][1], 1),
         "output_max_error_lsb": out_lsb,
-        "output_max_abs_error": float(diff.max()) if diff.size else 0.0,
+        "output_max_abs_error": float(np.abs(ours - free).max()) if diff.size else 0.0,
         "per_quantizer": per_slot,
     }
     if labels is not None:
         y = labels.cpu().numpy()
         report["onnx_accuracy"] = float((pred_onnx == y).mean())
-        report["model_accuracy"] = float((pred_ref == y).mean())
+        report["model_accuracy"] = float((free.argmax(1) == y).mean())
     return report
 
 
 class _Recorder(fx.Interpreter):
-    """Runs the fx graph and keeps the outputs of the named nodes."""
+    """Runs the fx graph and keeps the outputs of the named nodes; with ``force``, each of
+    those outputs is then replaced by the given codes times the node's step, so that the
+    nodes after it compute from the same codes as the ONNX model."""
 
-    def __init__(self, gm: fx.GraphModule, wanted: set[str]) -> None:
+    def __init__(self, gm: fx.GraphModule, wanted: set[str],
+                 force: dict[str, np.ndarray] | None = None) -> None:
         super().__init__(gm)
         self.wanted = wanted
+        self.force = force or {}
         self.seen: dict[str, Tensor] = {}
+        self.modules = dict(gm.named_modules())
 
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
         if n.name in self.wanted:
             self.seen[n.name] = out.detach()
+        if n.name in self.force:
+            slot = self.modules[str(n.target)]
+            quantizer = slot.quantizer
+            bits = slot.bits[int(slot.choice.assignment())]
+            step = act_scale(quantizer._clip().detach().to(out.dtype), bits, quantizer.signed)
+            codes = torch.from_numpy(self.force[n.name].astype(np.float32)).to(out.dtype)
+            out = codes.reshape(out.shape) * step
         return out
 
 
-def _reference(model: Supernet, x: Tensor, wanted: set[str]) -> tuple[Tensor, dict[str, Tensor]]:
+def _reference(
+    model: Supernet, x: Tensor, wanted: set[str], force: dict[str, np.ndarray] | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     model = copy.deepcopy(model).float().eval()
     model.sample_choices()
-    recorder = _Recorder(model.net, wanted)
+    recorder = _Recorder(model.net, wanted, force)
     with torch.no_grad():
         out = recorder.run(x)
     return out, recorder.seen

@@ -99,5 +99,9 @@ def run_export_command(
 
 
 def _onnx_line(result: dict[str, Any]) -> str:
-    return (f"ONNX ({result['variant']}) written to {result['onnx']}: top-1 agreement "
-            f"{result['top1_agreement']:.4f}, max error {result['max_error_lsb']:g} LSB")
+    line = (f"ONNX ({result['variant']}) written to {result['onnx']}: top-1 agreement "
+            f"{result['top1_agreement']:.4f}, max error {result['max_error_lsb']:g} LSB "
+            f"(drift {result['drift_max_lsb']:g} LSB)")
+    if "warning" in result:
+        line += f"\nwarning: {result['warning']}"
+    return line
