@@ -11,12 +11,12 @@ choices may prune channels and where each layer's input channels come from.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, fx, nn
 
-from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.base import CostModel, LayerGeometry
 from mpsctl.errors import ConversionError
 from mpsctl.quant.modules import make_activation_quantizer, make_weight_quantizer
 from mpsctl.search.choice import PrecisionChoice
@@ -511,6 +511,14 @@ class _NameOnly:
         self.target = target
 
 
-def build_supernet(model: nn.Module, example_input: Tensor, space: SearchSpace) -> Supernet:
-    """Convert ``model`` (never modified) into a :class:`Supernet` over ``space``."""
-    return _Converter(model, example_input, space).build()
+def build_supernet(
+    model: nn.Module,
+    example_input: Tensor,
+    space: SearchSpace,
+    cost_models: Mapping[str, CostModel] | None = None,
+) -> Supernet:
+    """Convert ``model`` (never modified) into a :class:`Supernet` over ``space``, measured
+    with ``cost_models`` (by name; names not given get the registry's defaults)."""
+    net = _Converter(model, example_input, space).build()
+    net.cost_models.update(cost_models or {})
+    return net
