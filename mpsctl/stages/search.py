@@ -220,7 +220,7 @@ def evaluate_soft(net: Supernet, loader, device: torch.device) -> dict[str, floa
     """Accuracy of the soft supernet (θ mixture, no Gumbel noise) on ``loader``."""
     mode = next((c.mode for _, c in net.choices()), "softmax")
     net.set_mode("softmax")
-    net.train()
+    net.soft_eval()
     correct = seen = 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
