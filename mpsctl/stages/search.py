@@ -106,8 +106,14 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
         history = _search(recipe, net, loaders, device, reporter, stop, saved_search, last,
                           bundle.input_shape, fp32)
     in_sync = distributed.ranks_agree(net.arch_parameters())
-    return _finish(recipe, net.cpu(), bundle.input_shape, fp32, history,
-                   {"ranks": ctx.world_size, "ranks_in_sync": in_sync} if ctx.enabled else {})
+    result = _finish(recipe, net.cpu(), bundle.input_shape, fp32, history,
+                     {"ranks": ctx.world_size, "ranks_in_sync": in_sync} if ctx.enabled else {})
+    x, _ = next(iter(loaders.val), (None, None))
+    warning = summary.constant_output_warning(net, x) if x is not None else None
+    if warning:
+        reporter.log(f"warning: {warning}")
+        result["warnings"] = [warning]
+    return result
 
 
 def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None:

@@ -60,3 +60,50 @@ def test_soft_evaluation_mixes_precisions():
         soft = net(x)
     assert not torch.allclose(hard, soft)
     assert all(c.training for _, c in net.choices())
+
+
+def test_constant_output_is_warned_about():
+    """Every channel of conv2 prefers 0 bits; min_channels keeps one, which is dead (its
+    folded bias is very negative, so the ReLU zeroes it): the output no longer depends on the
+    input, and the export check would pass vacuously."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "search"))
+    from tiny_nets import PlainCNN, randomize_bn
+
+    from mpsctl.stages.export import output_difference
+    from mpsctl.stages.summary import constant_output_warning
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 16, 16)
+    space = SearchSpace(weight_bits=(0, 2, 8), per_channel=True, act_clip=2.0)
+    net = build_supernet(randomize_bn(PlainCNN()), x[:2], space).eval()
+    assert constant_output_warning(net, x) is None
+    choice = net.net.conv2.choice
+    with torch.no_grad():
+        choice.alpha[0] = choice.alpha[1:].amax(0) + 5.0
+        net.net.conv2.bias.fill_(-100.0)
+    warning = constant_output_warning(net, x)
+    assert warning is not None and "weight.conv2" in warning and "min_channels" in warning
+    check = output_difference(net, net.harden(), x)
+    assert check["output_spread"] == 0.0 and check["max_abs_diff"] == 0.0
+
+
+def test_export_check_runs_in_the_default_layout_and_restores_it():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    net = build_supernet(PreActNet().eval(), x[:2], SearchSpace(act_clip=2.0)).eval()
+    fixed = net.harden()
+    net.set_channels_last(True)
+    layouts = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: layouts.append(
+        (m.channels_last, i[0].is_contiguous()))) for _, layer in net.layers()]
+    from mpsctl.stages.export import output_difference
+
+    check = output_difference(net, fixed, x)
+    for h in hooks:
+        h.remove()
+    assert layouts and all(not cl and contiguous for cl, contiguous in layouts)
+    assert all(layer.channels_last for _, layer in net.layers() if layer.op == "conv2d")
+    assert check["max_abs_diff"] == 0.0
