@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,14 @@ from mpsctl.deploy.integer import (
     integer_layer,
 )
 from mpsctl.errors import UserError
-from mpsctl.search.graph import ShapeRecorder, classify, is_relu, shape_of
+from mpsctl.search.graph import (
+    ShapeRecorder,
+    call_args,
+    classify,
+    is_relu,
+    shape_of,
+    spatial_mean,
+)
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
 from mpsctl.search.supernet import Supernet
 from mpsctl.version import __version__
@@ -50,6 +58,16 @@ _ADAPTIVE_MAXPOOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d)
 ADAPTIVE_AVGPOOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+_MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d}
+_ADAPTIVE_MAXPOOL_FUNCTIONS = {F.adaptive_max_pool1d, F.adaptive_max_pool2d}
+_MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                 "return_indices")
+_MAXPOOL_DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
+                     "return_indices": False}
+_AVGPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                 "divisor_override")
+_AVGPOOL_DEFAULTS = {"stride": None, "padding": 0, "ceil_mode": False,
+                     "count_include_pad": True, "divisor_override": None}
 _PASS_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d}
 
 
@@ -310,12 +328,53 @@ class GraphExporter:
             return self._relu(node.name, value, six)
         if isinstance(module, _MAXPOOLS):
             return self._maxpool(node, value, module)
+        if node.target in _MAXPOOL_FUNCTIONS:
+            return self._maxpool(node, value, SimpleNamespace(
+                **call_args(node, _MAXPOOL_ARGS, _MAXPOOL_DEFAULTS)))
         if isinstance(module, _ADAPTIVE_MAXPOOLS):
             return self._global_max(node, value, module.output_size)
+        if node.target in _ADAPTIVE_MAXPOOL_FUNCTIONS:
+            return self._global_max(node, value, call_args(node, ("input", "output_size"),
+                                                           {})["output_size"])
+        if isinstance(module, nn.modules.padding._ConstantPadNd) or node.target is F.pad:
+            pad = module.padding if module is not None else call_args(
+                node, ("input", "pad"), {})["pad"]
+            return self._zero_pad(node, value, pad)
+        if isinstance(module, nn.Upsample) or node.target is F.interpolate:
+            return self._nearest(node, value)
         if (isinstance(module, _PASS_MODULES) or node.target in _PASS_FUNCTIONS
                 or (node.op == "call_method" and node.target in _IDENTITY_METHODS)):
             return value
         raise self._unsupported(node)
+
+    def _zero_pad(self, node: fx.Node, value: Value, pad) -> Value:
+        """Zero padding of spatial axes: 0 is a code of every grid, and a real 0 in float."""
+        if value.kind == "acc":
+            value = Value(self._to_float(value, f"{node.name}/float"), "float", value.rank)
+        spatial = value.rank - 2
+        pad = ints(pad, 2 * spatial) if isinstance(pad, int) else [int(p) for p in pad]
+        pad = pad + [0] * (2 * spatial - len(pad))
+        # F.pad lists (begin, end) from the last axis backwards; ONNX all begins, then ends.
+        begins = [0, 0] + [pad[2 * (spatial - 1 - i)] for i in range(spatial)]
+        ends = [0, 0] + [pad[2 * (spatial - 1 - i) + 1] for i in range(spatial)]
+        pads = self.g.const(f"{node.name}/pads", np.array(begins + ends, dtype=np.int64))
+        out = self.g.op("Pad", [value.name, pads], node.name, mode="constant")
+        return Value(out, value.kind, value.rank, value.scale, value.axis, value.grid,
+                     value.slot, value.bound)
+
+    def _nearest(self, node: fx.Node, value: Value) -> Value:
+        """Nearest upsampling: each output picks input ``⌊i · in / out⌋`` (PyTorch's rule)."""
+        if value.kind == "acc":
+            value = Value(self._to_float(value, f"{node.name}/float"), "float", value.rank)
+        out_shape = shape_of(node)
+        batch = self.g.op("Shape", [value.name], f"{node.name}/batch", start=0, end=2)
+        full = self.g.op("Concat", [batch, self.g.const(
+            f"{node.name}/spatial", np.array(out_shape[2:], dtype=np.int64))],
+            f"{node.name}/size", axis=0)
+        out = self.g.op("Resize", [value.name, "", "", full], node.name, mode="nearest",
+                        coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return Value(out, value.kind, value.rank, value.scale, value.axis, value.grid,
+                     value.slot, value.bound)
 
     def _flatten(self, node: fx.Node, value: Value) -> Value:
         if value.kind == "acc" or (value.scale is not None and value.scale.size > 1):
@@ -380,7 +439,19 @@ class GraphExporter:
             if any(s != 1 for s in ints(size, spatial)):
                 raise self._unsupported(node, "adaptive average pooling to more than 1x1")
             window, attrs = int(np.prod(in_shape[2:])), None
-        elif isinstance(module, AVGPOOLS):
+        elif spatial_mean(node):
+            window, attrs = int(np.prod(in_shape[2:])), None
+            keep = call_args(node, ("input", "dim", "keepdim"), {"keepdim": False})["keepdim"]
+            out = self._average(node, value, window, attrs, in_shape)
+            if keep:
+                return out
+            flat = self.g.op("Flatten", [out.name], f"{node.name}/squeeze", axis=1)
+            return Value(flat, out.kind, 2, out.scale, out.axis, out.grid, out.slot, out.bound)
+        else:
+            if module is None and node.target in (F.avg_pool1d, F.avg_pool2d):
+                module = SimpleNamespace(**call_args(node, _AVGPOOL_ARGS, _AVGPOOL_DEFAULTS))
+            if not isinstance(module, (*AVGPOOLS, SimpleNamespace)):
+                raise self._unsupported(node)
             if module.ceil_mode or getattr(module, "divisor_override", None):
                 raise self._unsupported(node, "ceil_mode / divisor_override")
             kernel = ints(module.kernel_size, spatial)
@@ -391,8 +462,6 @@ class GraphExporter:
                            spatial)
             window = int(np.prod(kernel))
             attrs = {"kernel_shape": kernel, "strides": stride, "pads": pads + pads}
-        else:
-            raise self._unsupported(node)
         return self._average(node, value, window, attrs, in_shape)
 
     def _float_average(self, node: fx.Node, value: Value, attrs: dict | None) -> Value:

@@ -152,14 +152,29 @@ class _Converter:
 
     @staticmethod
     def _check_padding(node: fx.Node, module: nn.Module) -> None:
+        """Only zero padding; ``'same'`` / ``'valid'`` become the explicit padding they
+        stand for (on the traced copy), which is symmetric unless a kernel is even."""
         if isinstance(module, nn.Linear):
             return
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+        if module.padding_mode != "zeros":
             raise ConversionError(
-                f"layer '{node.target}' ({type(module).__name__}) uses padding "
-                f"{module.padding!r}/{module.padding_mode!r}; only explicit zero padding is "
-                "supported (or add it to search.exclude)"
+                f"layer '{node.target}' ({type(module).__name__}) uses padding mode "
+                f"{module.padding_mode!r}; only zero padding is supported (or add it to "
+                "search.exclude)"
             )
+        if module.padding == "valid":
+            module.padding = (0,) * len(module.kernel_size)
+        elif module.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size,
+                                                   strict=True)]
+            if any(t % 2 for t in totals):
+                raise ConversionError(
+                    f"layer '{node.target}' ({type(module).__name__}) uses padding='same' "
+                    f"with kernel {tuple(module.kernel_size)}: that pads one side more than "
+                    "the other; use an odd kernel or explicit padding (or add it to "
+                    "search.exclude)"
+                )
+            module.padding = tuple(t // 2 for t in totals)
 
     def fold_batchnorms(self) -> None:
         graph = self.gm.graph

@@ -1,7 +1,9 @@
 """How the converter reads an fx graph: which ops pass values, channels or neither through.
 
-- *value* ops keep a quantized tensor on its grid (ReLU, max-pool, dropout, flatten, …);
-- *channel* ops keep channel ``c`` in channel ``c`` but change values (average pooling);
+- *value* ops keep a quantized tensor on its grid (ReLU, max-pool, dropout, flatten, zero
+  padding, nearest upsampling, …);
+- *channel* ops keep channel ``c`` in channel ``c`` but change values (average pooling, a
+  mean over the spatial axes);
 - *flatten* ops turn ``(N, C, H, W)`` into ``(N, C·H·W)`` (a channel becomes H·W features);
 - *add* ops merge residual branches; *shape* ops only read sizes;
 - everything else is a *barrier*: computed in float, and no channel can be removed across it.
@@ -100,22 +102,25 @@ def classify(node: fx.Node, modules: dict[str, nn.Module], layers: set[str]) -> 
             return "quant"
         if isinstance(module, nn.Flatten):
             return "flatten" if _is_flatten(node) else "barrier"
-        if isinstance(module, VALUE_MODULES):
+        if isinstance(module, VALUE_MODULES) or _zero_pad_module(node, module) or (
+                _nearest_module(module)):
             return "value"
         if isinstance(module, CHANNEL_MODULES):
             return "channel"
         return "barrier"
     if node.op == "call_function":
         fn = node.target
-        if fn in SHAPE_FUNCTIONS or shape_of(node) is None:
+        if shape_of(node) is None or (fn in SHAPE_FUNCTIONS and fn is not operator.getitem):
             return "shape"
+        if fn is operator.getitem:  # a tensor out of chunk/split, or a slice
+            return "barrier"
         if fn in ADD_FUNCTIONS and len(tensor_args(node)) == 2:
             return "add"
         if fn is torch.flatten:
             return "flatten" if _is_flatten(node) else "barrier"
-        if fn in VALUE_FUNCTIONS:
+        if fn in VALUE_FUNCTIONS or _zero_pad_call(node) or _nearest_call(node):
             return "value"
-        if fn in CHANNEL_FUNCTIONS:
+        if fn in CHANNEL_FUNCTIONS or spatial_mean(node):
             return "channel"
         return "barrier"
     # call_method
@@ -130,7 +135,67 @@ def classify(node: fx.Node, modules: dict[str, nn.Module], layers: set[str]) -> 
         return "flatten" if _is_flatten(node) else "barrier"
     if name in VALUE_METHODS:
         return "value"
+    if spatial_mean(node):
+        return "channel"
     return "barrier"
+
+
+def call_args(node: fx.Node, names: tuple[str, ...], defaults: dict) -> dict:
+    """The arguments of a call_function / call_method node by parameter name (``names`` in
+    positional order, the input first), with ``defaults`` for those not given."""
+    out = dict(defaults)
+    out.update(zip(names, node.args, strict=False))
+    out.update(node.kwargs)
+    return out
+
+
+_PAD_ARGS = ("input", "pad", "mode", "value")
+_INTERPOLATE_ARGS = ("input", "size", "scale_factor", "mode", "align_corners")
+
+
+def _spatial_pad(pad, rank: int) -> bool:
+    return len(pad) <= 2 * (rank - 2) and all(int(p) >= 0 for p in pad)
+
+
+def _zero_pad_module(node: fx.Node, module: nn.Module) -> bool:
+    """nn.ZeroPad*d / ConstantPad*d with value 0: zero is a code of every grid."""
+    if not isinstance(module, nn.modules.padding._ConstantPadNd) or float(module.value) != 0:
+        return False
+    shape = shape_of(node)
+    return shape is not None and _spatial_pad(module.padding, len(shape))
+
+
+def _zero_pad_call(node: fx.Node) -> bool:
+    if node.target is not F.pad:
+        return False
+    a = call_args(node, _PAD_ARGS, {"mode": "constant", "value": None})
+    shape = shape_of(node)
+    return (a["mode"] == "constant" and not a["value"] and shape is not None
+            and _spatial_pad(a["pad"], len(shape)))
+
+
+def _nearest_module(module: nn.Module) -> bool:
+    return isinstance(module, nn.Upsample) and module.mode == "nearest"
+
+
+def _nearest_call(node: fx.Node) -> bool:
+    if node.target is not F.interpolate:
+        return False
+    return call_args(node, _INTERPOLATE_ARGS, {"mode": "nearest"})["mode"] == "nearest"
+
+
+def spatial_mean(node: fx.Node) -> bool:
+    """``x.mean((2, 3))`` / ``torch.mean(x, [2, 3], keepdim)``: global average pooling."""
+    if not ((node.op == "call_method" and node.target == "mean")
+            or (node.op == "call_function" and node.target is torch.mean)):
+        return False
+    src = node.all_input_nodes[0] if node.all_input_nodes else None
+    shape = shape_of(src) if src is not None else None
+    dims = call_args(node, ("input", "dim", "keepdim"), {"dim": None})["dim"]
+    if shape is None or len(shape) < 3 or dims is None:
+        return False
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return sorted(d % len(shape) for d in dims) == list(range(2, len(shape)))
 
 
 def is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
