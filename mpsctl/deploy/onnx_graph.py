@@ -29,10 +29,14 @@ from mpsctl.deploy.integer import (
 from mpsctl.errors import UserError
 from mpsctl.search.graph import (
     ShapeRecorder,
+    barrier_op,
     call_args,
     classify,
+    is_eval_identity,
     is_relu,
+    permutation,
     shape_of,
+    slice_bounds,
     spatial_mean,
 )
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
@@ -57,7 +61,7 @@ _MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d)
 _ADAPTIVE_MAXPOOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d)
 ADAPTIVE_AVGPOOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-_PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 _MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d}
 _ADAPTIVE_MAXPOOL_FUNCTIONS = {F.adaptive_max_pool1d, F.adaptive_max_pool2d}
 _MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
@@ -68,7 +72,7 @@ _AVGPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "coun
                  "divisor_override")
 _AVGPOOL_DEFAULTS = {"stride": None, "padding": 0, "ceil_mode": False,
                      "count_include_pad": True, "divisor_override": None}
-_PASS_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d}
+PASS_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d}
 
 
 class OnnxExportError(UserError):
@@ -80,8 +84,10 @@ class Value:
     """What an fx node's output is in the ONNX graph.
 
     kind: ``float`` (real values), ``codes`` (uint8/int8 codes on ``grid``), ``int`` (an
-    int32 sum with real unit ``scale``; ``slot`` set when the unit is that slot's step) or
-    ``acc`` (a layer's int32 accumulator, one real unit per channel along ``axis``).
+    int32 sum with real unit ``scale``; ``slot`` set when the unit is that slot's step),
+    ``acc`` (a layer's int32 accumulator, one real unit per channel along ``axis``) or
+    ``lazy`` (element-wise functions ``fns`` of the codes in ``source``, not yet written:
+    the integer exporter turns them into one table look-up where they are consumed).
     """
 
     name: str
@@ -92,6 +98,8 @@ class Value:
     grid: ActGrid | None = None
     slot: ActivationSlot | None = None
     bound: float = 0.0
+    source: Value | None = None
+    fns: tuple = ()
 
 
 class Graph:
@@ -190,8 +198,11 @@ class GraphExporter:
                 env[node] = self._value(node, args[0], kind)
             elif kind == "channel":
                 env[node] = self._avgpool(node, args[0])
+            elif kind == "concat":
+                parts = call_args(node, ("tensors", "dim"), {})["tensors"]
+                env[node] = self._concat(node, [env[p] for p in parts])
             else:
-                raise self._unsupported(node)
+                env[node] = self._barrier(node, env)
         graph = helper.make_graph(self.g.nodes, "mpsctl", self.inputs, self.outputs,
                                   self.g.initializers)
         model = helper.make_model(
@@ -201,6 +212,112 @@ class GraphExporter:
         helper.set_model_props(model, self._metadata())
         onnx.checker.check_model(model)
         return model
+
+    # -- element-wise functions, data movement, products ------------------------------------
+    def _barrier(self, node: fx.Node, env: dict) -> Value:
+        """An op the converter left in float: an element-wise function, a move of data
+        (reshape, transpose, chunk), or a product; anything else is refused."""
+        op = barrier_op(node, self.modules)
+        if op is None:
+            raise self._unsupported(node)
+        kind, name = op
+        if kind == "elementwise":
+            return self._elementwise(node, env[node.all_input_nodes[0]], name)
+        if kind == "identity":
+            return env[node.all_input_nodes[0]]
+        if kind == "mul":
+            a, b = (env[n] for n in node.all_input_nodes)
+            return self._mul(node, a, b)
+        if kind == "slice":
+            return self._slice(node, env)
+        return self._move(node, env[node.all_input_nodes[0]], name)
+
+    def _elementwise(self, node: fx.Node, value: Value, name: str) -> Value:
+        """An element-wise function (activation, unfolded BatchNorm) of ``value``."""
+        raise NotImplementedError
+
+    def _mul(self, node: fx.Node, a: Value, b: Value) -> Value:
+        """An element-wise product (squeeze-and-excitation)."""
+        raise NotImplementedError
+
+    def _concat(self, node: fx.Node, parts: list[Value]) -> Value:
+        """A concatenation along the channel axis."""
+        raise NotImplementedError
+
+    def _float(self, value: Value, hint: str) -> Value:
+        """``value`` as real numbers (dequantized where it is integer)."""
+        if value.kind == "float":
+            return value
+        return Value(self._to_float(value, hint), "float", value.rank)
+
+    def _float_elementwise(self, node: fx.Node, x: str, name: str) -> str:
+        """The float ONNX ops of element-wise function ``name`` applied to ``x``."""
+        g, hint = self.g, node.name
+        if name == "batchnorm":
+            bn = self.modules[node.target]
+            with torch.no_grad():
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else (
+                    1 / torch.sqrt(bn.running_var + bn.eps))
+                shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
+            view = channel_shape(scale.numel(), len(shape_of(node)), 1)
+            mul = g.op("Mul", [x, g.const(f"{hint}/scale", scale.numpy().reshape(view))],
+                       f"{hint}/mul")
+            return g.op("Add", [mul, g.const(f"{hint}/shift", shift.numpy().reshape(view))],
+                        hint)
+        if name == "hardswish":
+            return g.op("HardSwish", [x], hint)
+        if name == "hardsigmoid":
+            return g.op("HardSigmoid", [x], hint, alpha=1.0 / 6, beta=0.5)
+        if name == "sigmoid":
+            return g.op("Sigmoid", [x], hint)
+        if name == "tanh":
+            return g.op("Tanh", [x], hint)
+        if name == "silu":
+            return g.op("Mul", [x, g.op("Sigmoid", [x], f"{hint}/sigmoid")], hint)
+        if name == "gelu":  # 0.5·x·(1 + erf(x/√2)); opset 17 has no Gelu
+            half = g.op("Mul", [x, g.const(f"{hint}/half", np.float32(0.5))], f"{hint}/half_x")
+            erf = g.op("Erf", [g.op("Mul", [x, g.const(f"{hint}/rsqrt2",
+                                                       np.float32(1 / np.sqrt(2)))],
+                                    f"{hint}/scaled")], f"{hint}/erf")
+            one = g.op("Add", [erf, g.const(f"{hint}/one", np.float32(1))], f"{hint}/one_erf")
+            return g.op("Mul", [half, one], hint)
+        raise self._unsupported(node)
+
+    def _move(self, node: fx.Node, value: Value, name: str) -> Value:
+        """Reshape / transpose of ``value``: codes stay codes on their grid."""
+        if value.kind == "acc" or (value.scale is not None and value.scale.size > 1):
+            value = self._float(value, f"{node.name}/float")
+        value = self._settle(node, value)
+        out_shape = shape_of(node)
+        if name == "reshape":
+            target = self.g.const(f"{node.name}/shape",
+                                  np.array([0, *out_shape[1:]], dtype=np.int64))
+            out = self.g.op("Reshape", [value.name, target], node.name)
+        else:
+            perm = permutation(node, value.rank)
+            if perm[0] != 0:
+                raise self._unsupported(node, "moves the batch axis")
+            out = self.g.op("Transpose", [value.name], node.name, perm=perm)
+        return Value(out, value.kind, len(out_shape), value.scale, 1, value.grid, value.slot,
+                     value.bound)
+
+    def _slice(self, node: fx.Node, env: dict) -> Value:
+        """``x.chunk(n, dim)[i]`` / ``x.split(size, dim)[i]``: one slice of ``x``."""
+        source = node.args[0]
+        value = env[source.all_input_nodes[0]]
+        value = self._settle(node, value)
+        start, end, axis = slice_bounds(node)
+        g, hint = self.g, node.name
+        out = g.op("Slice", [value.name, g.const(f"{hint}/start", np.array([start], np.int64)),
+                             g.const(f"{hint}/end", np.array([end], np.int64)),
+                             g.const(f"{hint}/axis", np.array([axis], np.int64))], hint)
+        return Value(out, value.kind, value.rank, value.scale, value.axis, value.grid,
+                     value.slot, value.bound)
+
+    def _settle(self, node: fx.Node, value: Value) -> Value:
+        """``value`` in a form that data can be moved in (the integer variant evaluates a
+        pending element-wise function here)."""
+        return value
 
     def _unsupported(self, node: fx.Node, why: str = "") -> OnnxExportError:
         if node.op == "call_module":
@@ -342,7 +459,8 @@ class GraphExporter:
             return self._zero_pad(node, value, pad)
         if isinstance(module, nn.Upsample) or node.target is F.interpolate:
             return self._nearest(node, value)
-        if (isinstance(module, _PASS_MODULES) or node.target in _PASS_FUNCTIONS
+        if (isinstance(module, PASS_MODULES) or node.target in PASS_FUNCTIONS
+                or is_eval_identity(node, self.modules)
                 or (node.op == "call_method" and node.target in _IDENTITY_METHODS)):
             return value
         raise self._unsupported(node)

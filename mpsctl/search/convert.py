@@ -3,8 +3,9 @@
 Steps: trace a deep copy; record shapes on an example input; refuse layers that cannot be
 searched; fold BatchNorm into the conv/linear before it; replace Conv1d/Conv2d/Linear with
 searchable layers; put an activation quantizer after the input, after every layer (but the
-ones feeding the output) and after every add, sharing one quantizer (and one weight choice)
-between add partners and between a depthwise conv and its producer; decide which weight
+ones feeding the output) and after every add and channel concatenation, sharing one quantizer
+between add or concatenation partners (and one weight choice between add partners) and
+between a depthwise conv and its producer; decide which weight
 choices may prune channels and where each layer's input channels come from.
 """
 
@@ -201,7 +202,7 @@ class _Converter:
         """The quantizer-owning node whose output reaches ``node`` through value ops only."""
         while True:
             k = self.kind(node)
-            if k in ("input", "layer", "add"):
+            if k in ("input", "layer", "add", "concat"):
                 return node
             if k in ("value", "flatten"):
                 node = node.all_input_nodes[0]
@@ -247,12 +248,13 @@ class _Converter:
         order = {n: i for i, n in enumerate(nodes)}
         layer_nodes = [n for n in nodes if self.kind(n) == "layer"]
         add_nodes = [n for n in nodes if self.kind(n) == "add"]
+        cat_nodes = [n for n in nodes if self.kind(n) == "concat"]
         inputs = [n for n in nodes if n.op == "placeholder" and shape_of(n) is not None]
         final = {n for n in layer_nodes if self.reaches_output(n)}
 
         # Activation quantizer slots and their sharing.
         slots = _UnionFind(order)
-        owners = [n for n in inputs + layer_nodes + add_nodes if n not in final]
+        owners = [n for n in inputs + layer_nodes + add_nodes + cat_nodes if n not in final]
         for n in owners:
             slots.find(n)
         pre_quantized: list[fx.Node] = []
@@ -262,7 +264,9 @@ class _Converter:
                 pre_quantized.append(n)
             elif self._is_depthwise(n) and n not in final:
                 slots.union(n, src)
-        for n in add_nodes:
+        # A concatenation shares its quantizer with its inputs like an add, so that its
+        # parts are codes on one grid (an input computed in float is quantized to it).
+        for n in add_nodes + cat_nodes:
             for arg in n.all_input_nodes:
                 src = self.value_source(arg)
                 if src is not None and src not in final:
@@ -292,7 +296,7 @@ class _Converter:
                 src, _ = self.channel_sources(n.args[0])
                 no_prune.add(src)
         for n in nodes:
-            if self.kind(n) in ("barrier", "output"):
+            if self.kind(n) in ("barrier", "output", "concat"):
                 for arg in n.all_input_nodes:
                     if shape_of(arg) is not None:
                         no_prune.add(self.channel_sources(arg)[0])
