@@ -326,9 +326,9 @@ class GraphExporter:
             what = getattr(node.target, "__name__", str(node.target))
         reason = f": {why}" if why else ""
         return OnnxExportError(
-            f"op '{what}' (node {node.name}) cannot be exported as quantized ONNX{reason} "
-            f"(supported: conv/linear layers, activation quantizers, ReLU, max/avg pooling, "
-            f"flatten, residual add)"
+            f"op '{what}' (node {node.name}) cannot be exported as quantized ONNX{reason}; "
+            "replace it in the model by an op that the README's operation table lists for "
+            "this format"
         )
 
     def _input(self, node: fx.Node) -> Value:

@@ -409,6 +409,9 @@ class _Converter:
     def _needs_signed(self, node: fx.Node) -> bool:
         if node.op == "placeholder":
             return self.space.input_signed
+        if self.kind(node) == "concat":  # non-negative when every part is
+            return not (self.follows_relu_only(node) or all(
+                self._relu_upstream(p) for p in node.all_input_nodes))
         return not self.follows_relu_only(node)
 
     def _relu_upstream(self, node: fx.Node) -> bool:
