@@ -14,7 +14,8 @@ from typing import Any
 
 from mpsctl.deploy.extra import DEPLOY_EXTRA, ONNX_MISSING, MissingExtraError
 
-__all__ = ["DEPLOY_EXTRA", "ONNX_MISSING", "MissingExtraError", "export_onnx", "verify_onnx"]
+__all__ = ["DEPLOY_EXTRA", "ONNX_MISSING", "MissingExtraError", "deployment_support", "export_onnx",
+           "verify_onnx"]
 
 
 def export_onnx(
@@ -33,3 +34,13 @@ def verify_onnx(path: Path, model, batch, labels=None) -> dict[str, Any]:
     from mpsctl.deploy.onnx_verify import verify_onnx as _verify
 
     return _verify(path, model, batch, labels)
+
+
+def deployment_support(model, example) -> dict[str, str | None]:
+    """Per ONNX variant, None when ``model`` can be written, else why not (the first op that
+    blocks it); without the deploy extra, that reason for every variant."""
+    try:
+        from mpsctl.deploy.export import deployment_support as _support
+    except MissingExtraError as exc:
+        return {"integer": str(exc), "qdq": str(exc)}
+    return _support(model, example)

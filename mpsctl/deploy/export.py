@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from mpsctl.deploy.onnx_graph import OPSET, GraphExporter, OnnxExportError, onnx
@@ -53,7 +54,7 @@ EXPORTERS: dict[str, type[GraphExporter]] = {"integer": IntegerExporter, "qdq": 
 VARIANTS = tuple(EXPORTERS)
 
 __all__ = ["EXPORTERS", "VARIANTS", "OnnxExportError", "OnnxMismatchError", "build_onnx",
-           "export_onnx", "verify_onnx"]
+           "deployment_support", "export_onnx", "verify_onnx"]
 
 
 def build_onnx(model: Supernet, example: Tensor, variant: str = "integer") -> onnx.ModelProto:
@@ -115,3 +116,33 @@ def export_onnx(
             "model"
         )
     return summary
+
+
+def deployment_support(model: Supernet, example: Tensor) -> dict[str, str | None]:
+    """Per ONNX variant: None when the model's ops can be written, else the one-line reason
+    that names the first op that blocks it. Said before a search (``--dry-run``, the start
+    of ``search``) and by ``report``, so that nobody learns it after hours of training.
+
+    The graph is built (not run) from ``model`` hardened at the lowest non-zero precision of
+    every choice, so that what is judged is the graph, not precisions a search may change.
+    """
+    fixed = model if model.is_fixed else model.harden(_lowest_assignment(model))
+    out: dict[str, str | None] = {}
+    for variant, exporter in EXPORTERS.items():
+        try:
+            exporter(fixed, example[:1]).build()
+        except UserError as exc:
+            out[variant] = str(exc)
+        else:
+            out[variant] = None
+    return out
+
+
+def _lowest_assignment(model: Supernet) -> dict[str, Tensor]:
+    assignment = {}
+    for name, choice in model.choices():
+        live = [i for i, b in enumerate(choice.bits) if b != 0]
+        index = torch.tensor(min(live, key=lambda i: choice.bits[i]))
+        assignment[name] = index.expand(choice.channels).clone() if choice.per_channel \
+            else index
+    return assignment

@@ -38,6 +38,7 @@ def dry_run(recipe: Recipe) -> dict[str, Any]:
     model = build.float_model(recipe)
     net = build.supernet_for(recipe, model, bundle.input_shape)
     names = summary.cost_names(recipe.search.cost)
+    deployment = summary.deployment(net, build.example_input(bundle.input_shape))
     net.train()
     return {
         "layers": [
@@ -46,6 +47,7 @@ def dry_run(recipe: Recipe) -> dict[str, Any]:
             for row in summary.layer_rows(net, candidates=True)
         ],
         "cost": summary.costs(net, names, hard=False),
+        "deployment": deployment,
     }
 
 
@@ -92,7 +94,10 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
             _warmup(recipe, model, loaders, device, reporter, stop, saved, last)
             fp32 = evaluate(model, loaders.val, device)
             reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
-            net = build.supernet_for(recipe, model.cpu(), bundle.input_shape).to(device)
+            net = build.supernet_for(recipe, model.cpu(), bundle.input_shape)
+            for line in summary.deployment_lines(summary.deployment(net, example)):
+                reporter.log(line)
+            net = net.to(device)
             saved_search = None
         else:
             fp32 = saved["fp32"]

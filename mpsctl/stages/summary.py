@@ -111,3 +111,16 @@ def constant_output_warning(
     return (f"the model's output is the same for all {x.shape[0]} samples of a validation "
             f"batch{why}; lower the cost strengths or raise search.min_channels, and search "
             "again")
+
+
+def deployment(net: Supernet, example: torch.Tensor) -> dict[str, str | None]:
+    """Per ONNX variant, None when the model can be exported, else the first blocking op."""
+    from mpsctl.deploy import deployment_support
+
+    return deployment_support(net, example)
+
+
+def deployment_lines(support: dict[str, str | None]) -> list[str]:
+    """One line per deployment format, for the log and the terminal."""
+    return [f"ONNX {variant}: " + ("supported" if why is None else f"blocked: {why}")
+            for variant, why in support.items()]
