@@ -47,6 +47,7 @@ def search_space(recipe: Recipe) -> SearchSpace:
         input_clip=s.input_clip,
         act_clip=s.act_clip,
         input_signed=s.input_signed,
+        compile=s.compile,
     )
 
 
@@ -121,9 +122,7 @@ def cost_models(recipe: Recipe) -> dict[str, CostModel]:
 
 
 def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...]) -> Supernet:
-    """The supernet of ``model``; ``search.compile: false`` selects the eager quantizers."""
-    from mpsctl.quant.fused import set_fused
-
-    set_fused(recipe.search.compile)
+    """The supernet of ``model``, with the recipe's quantizer path (``search.compile``) and
+    cost models (``search.ne16_target``) built into it."""
     return build_supernet(model, example_input(input_shape), search_space(recipe),
                           cost_models(recipe))
