@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mpsctl.stages.summary import deployment_lines
+
 
 def _width(stream) -> int | None:
     """Terminal width on a terminal; wide enough for the tables when piped or logged."""
@@ -66,6 +68,8 @@ def show_search(result: dict) -> None:
 def show_dry_run(result: dict) -> None:
     _console.print(layer_table(result["layers"], title="search space"))
     _console.print(f"cost at initialisation: {_costs(result['cost'])}")
+    for line in deployment_lines(result.get("deployment", {})):
+        _console.print(line)
 
 
 def show_export(result: dict) -> None:
@@ -107,6 +111,8 @@ def show_report(result: dict) -> None:
         out.print(f"metrics: {_metrics(result['metrics'])}")
     if result.get("lineage"):
         out.print(lineage_table(result["lineage"]))
+    for line in deployment_lines(result.get("deployment", {})):
+        out.print(line)
     for path in result.get("plots", []):
         out.print(f"plot: {path}")
 

@@ -14,14 +14,16 @@ from typing import Any
 
 from mpsctl.deploy.extra import DEPLOY_EXTRA, ONNX_MISSING, MissingExtraError
 
-__all__ = ["DEPLOY_EXTRA", "ONNX_MISSING", "MissingExtraError", "export_onnx", "verify_onnx"]
+__all__ = ["DEPLOY_EXTRA", "ONNX_MISSING", "MissingExtraError", "deployment_support", "export_onnx",
+           "verify_onnx"]
 
 
 def export_onnx(
     model, example, path: Path, variant: str = "integer", labels=None
 ) -> dict[str, Any]:
     """Write ``model`` (a fixed-precision Supernet) as ONNX and check it on ``example``
-    (top-1 agreement with the fake-quant model must reach 99 %, else nothing is written)."""
+    (given the same input codes, every quantizer within 1 LSB of the fake-quant model and
+    99 % of top-1 predictions agreeing, else nothing is written)."""
     from mpsctl.deploy.export import export_onnx as _export
 
     return _export(model, example, path, variant, labels)
@@ -32,3 +34,13 @@ def verify_onnx(path: Path, model, batch, labels=None) -> dict[str, Any]:
     from mpsctl.deploy.onnx_verify import verify_onnx as _verify
 
     return _verify(path, model, batch, labels)
+
+
+def deployment_support(model, example) -> dict[str, str | None]:
+    """Per ONNX variant, None when ``model`` can be written, else why not (the first op that
+    blocks it); without the deploy extra, that reason for every variant."""
+    try:
+        from mpsctl.deploy.export import deployment_support as _support
+    except MissingExtraError as exc:
+        return {"integer": str(exc), "qdq": str(exc)}
+    return _support(model, example)

@@ -82,6 +82,16 @@ class Supernet(nn.Module):
         for _, layer in self.layers():
             layer.channels_last = bool(enabled) and layer.op == LayerOp.CONV2D
 
+    def soft_eval(self) -> None:
+        """Evaluate the θ mixture: the choices, quantizers and searchable layers in training
+        mode (they mix precisions), every other module in eval mode, so that a float
+        BatchNorm the converter could not fold keeps its statistics (in training mode
+        the validation batches would overwrite them) and dropout is off."""
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, (PrecisionChoice, ActivationSlot, SearchableLayer)):
+                module.training = True
+
     def set_temperature(self, temperature: float) -> None:
         for _, choice in self.choices():
             choice.temperature = float(temperature)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mpsctl.checkpoint import state
+from mpsctl.recipe import build
 from mpsctl.stages import common, summary
 from mpsctl.training import distributed
 from mpsctl.training.epoch import evaluate
@@ -35,4 +36,5 @@ def run_report(path: Path) -> dict[str, Any]:
         "metrics": metrics,
         "history": ckpt.get("history", []),
         "lineage": ckpt.get("lineage", []),
+        "deployment": summary.deployment(net, build.example_input(tuple(ckpt["input_shape"]))),
     }

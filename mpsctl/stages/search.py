@@ -38,6 +38,7 @@ def dry_run(recipe: Recipe) -> dict[str, Any]:
     model = build.float_model(recipe)
     net = build.supernet_for(recipe, model, bundle.input_shape)
     names = summary.cost_names(recipe.search.cost)
+    deployment = summary.deployment(net, build.example_input(bundle.input_shape))
     net.train()
     return {
         "layers": [
@@ -46,6 +47,7 @@ def dry_run(recipe: Recipe) -> dict[str, Any]:
             for row in summary.layer_rows(net, candidates=True)
         ],
         "cost": summary.costs(net, names, hard=False),
+        "deployment": deployment,
     }
 
 
@@ -92,7 +94,10 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
             _warmup(recipe, model, loaders, device, reporter, stop, saved, last)
             fp32 = evaluate(model, loaders.val, device)
             reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
-            net = build.supernet_for(recipe, model.cpu(), bundle.input_shape).to(device)
+            net = build.supernet_for(recipe, model.cpu(), bundle.input_shape)
+            for line in summary.deployment_lines(summary.deployment(net, example)):
+                reporter.log(line)
+            net = net.to(device)
             saved_search = None
         else:
             fp32 = saved["fp32"]
@@ -106,8 +111,14 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
         history = _search(recipe, net, loaders, device, reporter, stop, saved_search, last,
                           bundle.input_shape, fp32)
     in_sync = distributed.ranks_agree(net.arch_parameters())
-    return _finish(recipe, net.cpu(), bundle.input_shape, fp32, history,
-                   {"ranks": ctx.world_size, "ranks_in_sync": in_sync} if ctx.enabled else {})
+    result = _finish(recipe, net.cpu(), bundle.input_shape, fp32, history,
+                     {"ranks": ctx.world_size, "ranks_in_sync": in_sync} if ctx.enabled else {})
+    x, _ = next(iter(loaders.val), (None, None))
+    warning = summary.constant_output_warning(net, x) if x is not None else None
+    if warning:
+        reporter.log(f"warning: {warning}")
+        result["warnings"] = [warning]
+    return result
 
 
 def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None:
@@ -220,7 +231,7 @@ def evaluate_soft(net: Supernet, loader, device: torch.device) -> dict[str, floa
     """Accuracy of the soft supernet (θ mixture, no Gumbel noise) on ``loader``."""
     mode = next((c.mode for _, c in net.choices()), "softmax")
     net.set_mode("softmax")
-    net.train()
+    net.soft_eval()
     correct = seen = 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
