@@ -310,6 +310,9 @@ def ls(
     what: Annotated[
         str, typer.Argument(help="models, datasets, costs, recipes or configs")
     ] = "models",
+    recipe: Annotated[str | None, typer.Option(
+        "--recipe", help="With costs: add the cost models of the recipe's own targets "
+        "(search.targets).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List registered models, datasets, cost models, or shipped recipes and configs."""
@@ -317,7 +320,7 @@ def ls(
     def action():
         from mpsctl.cli import catalog
 
-        return catalog.listing(what)
+        return catalog.listing(what, recipe)
 
     items = _run(action, stage=what not in ("recipes", "configs"))
     if as_json:

@@ -12,7 +12,10 @@ from mpsctl.resources import bundled_names, bundled_path
 KINDS = ("models", "datasets", "costs", "recipes", "configs")
 
 
-def listing(what: str) -> list[str]:
+def listing(what: str, recipe: str | None = None) -> list[str]:
+    """The names of ``what``; for costs, ``recipe`` adds its YAML-only targets' costs."""
+    if recipe is not None and what != "costs":
+        raise UserError(f"ls --recipe: only 'ls costs' reads a recipe, not 'ls {what}'")
     if what == "models":
         from mpsctl.models.registry import available_models
 
@@ -24,7 +27,14 @@ def listing(what: str) -> list[str]:
     if what == "costs":
         from mpsctl.targets import available_cost_models
 
-        return available_cost_models()
+        names = available_cost_models()
+        if recipe is not None:
+            from mpsctl.recipe import load_recipe
+            from mpsctl.targets.catalog import yaml_cost_models
+
+            targets = load_recipe(recipe).search.targets
+            names += [n for n in yaml_cost_models(targets) if n not in names]
+        return names
     if what in ("recipes", "configs"):
         return bundled_names(what)
     raise UserError(f"ls: unknown kind '{what}' (one of: {', '.join(KINDS)})")

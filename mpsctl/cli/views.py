@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mpsctl.console import format_cost
 from mpsctl.stages.summary import deployment_lines
 
 
@@ -45,13 +46,13 @@ def layer_table(rows: list[dict], layer_costs: dict[str, dict] | None = None,
             f"{row['out_channels']}/{row.get('total_out_channels', row['out_channels'])}",
         ]
         per = (layer_costs or {}).get(row["name"], {})
-        cells += [f"{per.get(n, 0):,.0f}" for n in cost_names]
+        cells += [format_cost(per.get(n, 0)) for n in cost_names]
         table.add_row(*cells)
     return table
 
 
 def _costs(cost: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:,.0f}" for k, v in cost.items())
+    return ", ".join(f"{k} {format_cost(v)}" for k, v in cost.items())
 
 
 def _metrics(metrics: dict[str, Any]) -> str:
@@ -89,12 +90,14 @@ def show_finetune(result: dict) -> None:
 
 
 def show_refine(result: dict) -> None:
-    table = Table(title="NE16 cycles")
+    table = Table(title=f"{result.get('latency', 'ne16')} (refine --target "
+                        f"{result.get('target', 'ne16')})")
     for col in ("layer", "before", "after"):
         table.add_column(col, justify="right" if col != "layer" else "left")
     for row in result["layers"]:
-        table.add_row(row["name"], f"{row['before']:,}", f"{row['after']:,}")
-    table.add_row("total", f"{result['total']['before']:,}", f"{result['total']['after']:,}")
+        table.add_row(row["name"], format_cost(row["before"]), format_cost(row["after"]))
+    table.add_row("total", format_cost(result["total"]["before"]),
+                  format_cost(result["total"]["after"]))
     _console.print(table)
 
 

@@ -84,6 +84,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read, include, override and validate the recipe at ``path``."""
     path = Path(path)
     data = _read_with_includes(path, ())
+    _resolve_target_files(data, path.parent)
     return _validated(apply_overrides(data, overrides))
 
 
@@ -143,6 +144,20 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     if found:
         raise problems_error(found)
     return data
+
+
+def _resolve_target_files(data: dict[str, Any], recipe_dir: Path) -> None:
+    """Make ``search.targets`` paths that name a file beside the recipe absolute, so the
+    run reads the same file from any folder (later stages rebuild from the checkpoint)."""
+    search = data.get("search")
+    targets = search.get("targets") if isinstance(search, dict) else None
+    if not isinstance(targets, dict):
+        return
+    for name, value in targets.items():
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            beside = recipe_dir / value
+            if beside.is_file():
+                targets[name] = str(beside.resolve())
 
 
 def _validated(data: dict[str, Any]) -> Recipe:

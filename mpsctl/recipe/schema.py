@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,6 +38,7 @@ Bool = Annotated[bool, Strict()]
 MAX_BITS = 16
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TARGET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 #: A problem found by a validator: location relative to the validated value, and text.
 Problem = tuple[tuple["str | int", ...], str]
@@ -60,6 +62,18 @@ def required_act_bits(cost: str) -> tuple[int, ...] | None:
     from mpsctl.targets import COST_MODELS, build_cost_model
 
     return build_cost_model(cost).act_bits if cost in COST_MODELS else None
+
+
+def _yaml_target_costs(targets: dict[str, str]) -> tuple[str, ...]:
+    """Cost names the recipe's YAML-only targets add (their files are already checked)."""
+    from mpsctl.targets import catalog
+
+    names: tuple[str, ...] = ()
+    for name, path in targets.items():
+        target = catalog.get_target(name, targets)
+        if name not in catalog.BUILTIN and target is not None:
+            names += catalog.custom_costs(name, target.load(path))
+    return names
 
 
 @functools.cache
@@ -274,6 +288,11 @@ class SearchConfig(Section):
     type: Literal["per_layer", "per_channel"] = "per_layer"
     weight_bits: WeightBits = [2, 4, 8]
     act_bits: ActBits = [2, 4, 8]
+    #: Constants files of hardware targets by name: a copy of a shipped
+    #: configs/targets/<name>.yaml (ne16, mpic, gap8, diana) describing a variant, or a new
+    #: name for a target described by a file alone (configs/targets/template.yaml).
+    #: Relative paths are read from the recipe's folder. (Before ``cost``: its check needs it.)
+    targets: dict[str, str] = {}
     cost: dict[str, NonNegativeFloat] = {}
     epochs: NonNegativeInt = 1
     temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
@@ -289,20 +308,67 @@ class SearchConfig(Section):
     act_clip: PositiveFloat = 6.0
     input_signed: Bool = False
     compile: Bool = True
-    #: YAML file of NE16 constants (a copy of configs/targets/ne16.yaml describing a variant
-    #: of the engine); None uses the shipped constants.
-    ne16_target: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ne16_target_alias(cls, data: Any) -> Any:
+        """``ne16_target: FILE`` (the old key) means ``targets: {ne16: FILE}``."""
+        if not isinstance(data, dict) or "ne16_target" not in data:
+            return data
+        data = dict(data)
+        path = data.pop("ne16_target")
+        if path is None:
+            return data
+        targets = data.get("targets")
+        if not isinstance(targets, dict):
+            targets = {}
+        if "ne16" in targets and targets["ne16"] != path:
+            raise problems([(("ne16_target",), "give the NE16 constants file once, as "
+                             "search.targets.ne16 (ne16_target is its old name)")])
+        data["targets"] = {**targets, "ne16": path}
+        return data
+
+    @field_validator("targets")
+    @classmethod
+    def _usable_targets(cls, targets: dict[str, str]) -> dict[str, str]:
+        from mpsctl.errors import UserError
+        from mpsctl.targets import catalog
+
+        found: list[Problem] = []
+        builtin_costs = set(known_costs())
+        for name, path in targets.items():
+            if name not in catalog.BUILTIN and (
+                not _TARGET_NAME.match(name) or name in builtin_costs
+                or name.removesuffix("_energy") in builtin_costs
+            ):
+                found.append(((name,), "not a usable target name (built-in targets: "
+                              f"{', '.join(catalog.BUILTIN)}; a new target needs a new name of "
+                              "lower-case letters, digits and '_')"))
+                continue
+            target = catalog.get_target(name, targets)
+            assert target is not None
+            try:
+                target.load(path)
+            except UserError as exc:
+                found.append(((name,), str(exc)))
+        if found:
+            raise problems(found)
+        # absolute, so that later stages rebuilding from a checkpoint read the same file
+        return {name: str(Path(path).expanduser().resolve()) for name, path in targets.items()}
 
     @field_validator("cost")
     @classmethod
-    def _known_cost_names(cls, cost: dict[str, float]) -> dict[str, float]:
-        names = known_costs()
+    def _known_cost_names(cls, cost: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        if "targets" not in info.data:
+            return cost  # the targets failed: their costs are unknown until they are fixed
+        names = known_costs() + _yaml_target_costs(info.data["targets"])
         found: list[Problem] = []
         for name in cost:
             if name not in names:
                 guess = closest(name, names)
                 hint = f"did you mean '{guess}'? " if guess else ""
-                found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)})"))
+                found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)}"
+                              "; a target of your own: search.targets.NAME: FILE.yaml)"))
         if found:
             raise problems(found)
         return cost

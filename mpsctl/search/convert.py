@@ -447,7 +447,8 @@ class _Converter:
 
     def _geometry(self, node: fx.Node, module: nn.Module) -> LayerGeometry:
         if isinstance(module, nn.Linear):
-            return LayerGeometry(LayerKind.LINEAR, module.in_features, module.out_features)
+            return LayerGeometry(LayerKind.LINEAR, module.in_features, module.out_features,
+                                 bias=module.bias is not None)
         out = shape_of(node)
         if isinstance(module, nn.Conv1d):
             kernel, out_hw = (module.kernel_size[0], 1), (out[2], 1)
@@ -455,7 +456,8 @@ class _Converter:
             kernel, out_hw = tuple(module.kernel_size), (out[2], out[3])
         kind = LayerKind.DEPTHWISE if self._is_depthwise(node) else LayerKind.CONV
         return LayerGeometry(
-            kind, module.in_channels, module.out_channels, kernel, out_hw, module.groups
+            kind, module.in_channels, module.out_channels, kernel, out_hw, module.groups,
+            bias=module.bias is not None,
         )
 
     def _slot_key(self, leader: fx.Node) -> str:

@@ -8,6 +8,8 @@ the choice is frozen, the layer runs at the argmax precision through the fixed p
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -191,8 +193,7 @@ class SearchableLayer(nn.Module):
         if depthwise:
             groups = cin = cout
             self.conv_args["groups"] = cout
-        g = self.geometry
-        self.geometry = LayerGeometry(g.kind, cin, cout, g.kernel, g.out_hw, groups)
+        self.geometry = dataclasses.replace(self.geometry, cin=cin, cout=cout, groups=groups)
 
     def extra_repr(self) -> str:
         g = self.geometry

@@ -15,7 +15,7 @@ from torch import Tensor, fx, nn
 
 from mpsctl.cost.base import CostModel
 from mpsctl.search.choice import PrecisionChoice
-from mpsctl.search.expected import expected_theta, hard_theta, layer_cost
+from mpsctl.search.expected import exact_layer_cost, expected_theta, layer_cost
 from mpsctl.search.layers import ActivationSlot, LayerOp, SearchableLayer
 from mpsctl.targets.registry import build_cost_model
 
@@ -114,8 +114,9 @@ class Supernet(nn.Module):
 
     def layer_costs(self, name: str, hard: bool = False) -> dict[str, Tensor]:
         model = self.cost_model(name)
-        theta_fn = hard_theta if hard else expected_theta
-        return {n: layer_cost(layer, model, theta_fn) for n, layer in self.layers()}
+        if hard:  # from integer channel counts: a model's exact value (no smoothing)
+            return {n: exact_layer_cost(layer, model) for n, layer in self.layers()}
+        return {n: layer_cost(layer, model, expected_theta) for n, layer in self.layers()}
 
     # -- assignment and export ---------------------------------------------------------------
     def assignment(self) -> dict[str, Tensor]:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from mpsctl.checkpoint import state
-from mpsctl.console import Reporter
+from mpsctl.console import Reporter, format_cost
 from mpsctl.errors import CheckpointError, RecipeError
 from mpsctl.recipe import Recipe, build, dump_recipe_yaml, recipe_diff, recipe_to_dict
 from mpsctl.search.supernet import Supernet
@@ -37,6 +37,7 @@ def dry_run(recipe: Recipe) -> dict[str, Any]:
     bundle = build.datasets(recipe)
     model = build.float_model(recipe)
     net = build.supernet_for(recipe, model, bundle.input_shape)
+    build.check_target_precisions(recipe, net)
     names = summary.cost_names(recipe.search.cost)
     deployment = summary.deployment(net, build.example_input(bundle.input_shape))
     net.train()
@@ -81,6 +82,9 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
     bundle = build.datasets(recipe)
     model = build.float_model(recipe, load_weights=saved is None)
     build.check_classes(model, bundle.input_shape, bundle.num_classes)
+    # the targets' precision rules need the supernet's layers: check them before training
+    build.check_target_precisions(recipe, build.supernet_for(recipe, model,
+                                                             bundle.input_shape))
     loaders = build.loaders(recipe, bundle)
     if ctx.is_main:
         state.ensure_writable(recipe.run_dir)
@@ -177,7 +181,7 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
         soft = evaluate_soft(net, loaders.val, device)
         hard = summary.costs(net, names, hard=True)
         temperature = _temperature(recipe, epoch)
-        cost_text = ", ".join(f"{k} {v:,.0f}" for k, v in hard.items())
+        cost_text = ", ".join(f"{k} {format_cost(v)}" for k, v in hard.items())
         reporter.log(
             f"search epoch {epoch + 1}/{s.epochs}: T {temperature:.3f}, loss {stats.loss:.4f}, "
             f"soft acc {soft['accuracy']:.4f}, argmax acc {argmax['accuracy']:.4f}, {cost_text}"

@@ -67,15 +67,27 @@ def per_layer_costs(net: Supernet, names: tuple[str, ...] | list[str]) -> dict[s
 
 
 def cost_names(recipe_costs: dict[str, float], net: Supernet | None = None) -> list[str]:
-    """params_bit and bitops always, then the recipe's, then ne16 for NE16-shaped models."""
+    """params_bit and bitops always, then the recipe's, then every hardware target's cost
+    model (NE16, MPIC, GAP8, DIANA, the recipe's own) that runs the model as it is now:
+    every layer supported, and its chosen precisions ones the target runs."""
     names = list(DEFAULT_COSTS) + [c for c in recipe_costs if c not in DEFAULT_COSTS]
-    if net is not None and "ne16" not in names and all(
-        net.cost_model("ne16").supports(layer.geometry) for _, layer in net.layers()
-    ) and all(
-        slot.bits[int(slot.choice.assignment())] == 8 for _, slot in net.activation_slots()
-    ):
-        names.append("ne16")
-    return names
+    if net is None:
+        return names
+    return names + [n for n in net.cost_models if n not in names and _runs(net, n)]
+
+
+def _runs(net: Supernet, cost: str) -> bool:
+    model = net.cost_model(cost)
+    for _, layer in net.layers():
+        slot = layer.input_slot
+        act = int(slot.bits[int(slot.choice.assignment())])
+        index = layer.choice.assignment().flatten().tolist()
+        weights = sorted({int(layer.choice.bits[int(i)]) for i in index})
+        if not model.supports(layer.geometry) or model.precision_problems(
+            layer.geometry, act, weights
+        ):
+            return False
+    return True
 
 
 def kept_only_by_min_channels(net: Supernet) -> list[str]:

@@ -16,12 +16,12 @@ import torch
 from torch import Tensor
 
 from mpsctl.cost.base import CostModel
+from mpsctl.errors import UserError
+from mpsctl.targets import catalog
 
 if TYPE_CHECKING:  # the supernet imports the cost registry, which imports targets
     from mpsctl.search.supernet import Supernet
 
-#: The cost models whose tiles make promotions pay off (``mpsctl refine --target``).
-TARGETS = ("ne16",)
 
 #: Latency of a layer given its output channels per precision, ``{bits: count}``.
 LatencyFn = Callable[[dict[int, int]], int]
@@ -187,3 +187,15 @@ def refine_supernet(net: Supernet, model: CostModel) -> tuple[list[str], list[st
         choice.freeze(after)
         refined.append(name)
     return refined, skipped
+
+
+def latency_model(target: str, targets: dict[str, str], net: Supernet) -> CostModel:
+    """The latency model refine minimises for ``target`` (built in, or one of the recipe's
+    YAML ``targets``), with the recipe's constants; a UserError when the target is unknown
+    or promoting channels cannot make it faster (which targets can: :mod:`catalog`)."""
+    found = catalog.get_target(target, targets)
+    if found is None:
+        names = [*catalog.BUILTIN, *(n for n in targets if n not in catalog.BUILTIN)]
+        raise UserError(f"--target: unknown target '{target}' (available: {', '.join(names)})")
+    catalog.refuse_unrefinable(found, found.load(targets.get(target)))
+    return net.cost_model(found.costs[0])
