@@ -11,7 +11,7 @@ import inspect
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +25,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from mpsctl.recipe.errors import PROBLEMS, did_you_mean, format_path
+
+if TYPE_CHECKING:
+    from mpsctl.search.budget import Budget
 
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -268,6 +271,9 @@ class SearchConfig(Section):
     weight_bits: WeightBits = [2, 4, 8]
     act_bits: ActBits = [2, 4, 8]
     cost: dict[str, NonNegativeFloat] = {}
+    #: Upper bounds on costs (``params_bit: 24KiB``, ``ne16: 60k``, ``10%``): the strength
+    #: of each adapts during the search and the exported model is projected under them.
+    budget: dict[str, Any] = {}
     epochs: NonNegativeInt = 1
     temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
     optimizer: OptimizerConfig = _optimizer(1e-3)
@@ -300,6 +306,37 @@ class SearchConfig(Section):
             raise problems(found)
         return cost
 
+    @field_validator("budget")
+    @classmethod
+    def _valid_budgets(cls, budget: dict[str, Any]) -> dict[str, Any]:
+        from mpsctl.recipe.budget import parse_budget
+
+        names = known_costs()
+        found: list[Problem] = []
+        for name, value in budget.items():
+            if name not in names:
+                guess = did_you_mean(name, names)
+                hint = f"did you mean '{guess}'? " if guess else ""
+                found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)})"))
+                continue
+            try:
+                parse_budget(name, value)
+            except ValueError as exc:
+                found.append(((name,), str(exc)))
+        if found:
+            raise problems(found)
+        return budget
+
+    def budgets(self) -> dict[str, Budget]:
+        """The parsed budgets, ``{cost: Budget}``."""
+        from mpsctl.recipe.budget import parse_budget
+
+        return {name: parse_budget(name, value) for name, value in self.budget.items()}
+
+    def objective_costs(self) -> list[str]:
+        """Costs the search optimises: those with a strength, then those with a budget."""
+        return list(self.cost) + [c for c in self.budget if c not in self.cost]
+
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:
         found = self._pruning_problems() + self._ne16_problems()
@@ -320,7 +357,7 @@ class SearchConfig(Section):
         return found
 
     def _ne16_problems(self) -> list[Problem]:
-        if NE16_COST not in self.cost:
+        if NE16_COST not in self.cost and NE16_COST not in self.budget:
             return []
         found: list[Problem] = []
         if self.act_bits != [8]:

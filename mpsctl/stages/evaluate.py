@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mpsctl import distributed
-from mpsctl.stages import common, state, summary
+from mpsctl.stages import budgets, common, state, summary
 from mpsctl.train import evaluate
 
 
@@ -23,13 +23,15 @@ def run_report(path: Path) -> dict[str, Any]:
     """Layers and costs recomputed from the model; metrics as the checkpoint recorded them."""
     ckpt = state.read(path)
     recipe, net = state.rebuild(ckpt)
-    names = summary.cost_names(recipe.search.cost, net)
+    names = summary.cost_names(recipe.search.objective_costs(), net)
     metrics = {k: v for k, v in ckpt.get("metrics", {}).items() if not isinstance(v, dict)}
+    cost = summary.costs(net, names, hard=True)
     return {
         "checkpoint": str(path),
         "stage": ckpt["stage"],
         "layers": summary.layer_rows(net),
-        "cost": summary.costs(net, names, hard=True),
+        "cost": cost,
+        "budget": budgets.slack(cost, ckpt.get("budgets", {})),
         "layer_costs": summary.per_layer_costs(net, names),
         "metrics": metrics,
         "history": ckpt.get("history", []),

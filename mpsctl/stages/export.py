@@ -15,7 +15,7 @@ import torch
 
 from mpsctl.console import Reporter
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import common, state, summary
+from mpsctl.stages import budgets, common, state, summary
 from mpsctl.train import evaluate
 
 RELATIVE_TOLERANCE = 1e-5
@@ -64,17 +64,19 @@ def run_export(path: Path, reporter: Reporter) -> dict[str, Any]:
     reporter.log(f"export check: max |supernet − exported| = {check['max_abs_diff']:.3g} "
                  f"(float64), {check['max_abs_diff_float32']:.3g} (float32)")
     metrics = _accuracy(ckpt, fixed, loader)
-    names = summary.cost_names(recipe.search.cost, fixed)
+    names = summary.cost_names(recipe.search.objective_costs(), fixed)
     cost = summary.costs(fixed, names, hard=True)
     data = state.payload("export", recipe, fixed, bundle.input_shape,
                          metrics=metrics, cost=cost, check=check,
                          history=ckpt.get("history", []),
                          search_metrics=ckpt.get("metrics", {}),
-                         lineage=state.extend_lineage(ckpt, "export", metrics, cost))
+                         lineage=state.extend_lineage(ckpt, "export", metrics, cost),
+                         budgets=ckpt.get("budgets", {}))
     out = state.write(Path(path).parent / "export.pt", data)
     return {"checkpoint": str(out), "metrics": metrics, "cost": cost, "check": check,
             "layers": summary.layer_rows(fixed),
-            "layer_costs": summary.per_layer_costs(fixed, names)}
+            "layer_costs": summary.per_layer_costs(fixed, names),
+            "budget": budgets.slack(cost, ckpt.get("budgets", {}))}
 
 
 def run_export_command(
