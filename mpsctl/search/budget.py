@@ -225,8 +225,10 @@ class _Projector:
         self.assignment[move.choice] = self._moved(move)
         self.layer_costs.update(changed)
 
-    def lower(self) -> int:
-        """Lower least-confident choices until every budget holds; returns the moves made."""
+    def lower(self, tight: bool = False) -> int:
+        """Lower least-confident choices until every budget holds; returns the moves made.
+        ``tight`` first avoids steps that would land below the budget (small steps until one
+        just fits), at the price of more of them."""
         made = 0
         current = self.total()
         while _excess(current, self.budgets) > 0:
@@ -239,6 +241,9 @@ class _Projector:
                     if gain <= 1e-12:
                         continue
                     key = (max(move.margin, 0.0) / gain, -gain)
+                    if tight:
+                        below = 0.0 if gain < excess else 1.0 - _usage(totals, self.budgets)
+                        key = (below, *key)
                     if best is None or key < best[0]:
                         best = (key, move, totals, changed)
             if best is None:
@@ -315,7 +320,7 @@ class _Projector:
             self.apply(move, changed)
             self.locked.add((move.choice, move.channel))
             try:
-                lowered = self.lower()
+                lowered = self.lower(tight=True)
             except ValueError:
                 lowered = None
             self.locked.clear()

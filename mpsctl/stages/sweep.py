@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import re
 import tempfile
@@ -250,10 +249,10 @@ def run_sweep(
             reporter.log(f"sweep [{index}/{len(points)}] {point.id}: finished before, skipped")
             continue
         reporter.log(f"sweep [{index}/{len(points)}] {point.id}: {point.label}")
-        done[point.id] = _run_point(recipe, point, run_dir, weights, reporter, cost)
+        done[point.id] = _run_point(recipe, point, run_dir, weights, reporter, cost,
+                                    scale["highest"])
         _write(sweep_file, record, points, done)
-    result = summarise(record, points, done, cost)
-    result["sweep"] = str(sweep_file)
+    result = {**summarise(record, points, done, cost), "sweep": str(sweep_file)}
     if ctx.is_main:
         result["plot"] = _plot(result, run_dir / PLOT_FILE, reporter)
     return result
@@ -279,7 +278,7 @@ def _read_previous(path: Path, resume: bool) -> dict[str, Any]:
 
 def _run_point(
     recipe: Recipe, point: SweepPoint, run_dir: Path, weights: Path, reporter: Reporter,
-    cost: str,
+    cost: str, highest: float,
 ) -> dict[str, Any]:
     from mpsctl.stages.export import run_export
     from mpsctl.stages.finetune import run_finetune
@@ -305,6 +304,7 @@ def _run_point(
         "checkpoint": tuned["checkpoint"],
         "seconds": round(time.monotonic() - started, 1),
     }
+    out["share"] = tuned["cost"][cost] / highest
     if point.bound is not None:
         out["used"] = tuned["cost"][cost] / point.bound
     if "projection" in searched["metrics"]:
@@ -328,8 +328,8 @@ def _pruner(point: SweepPoint):
 def _write(path: Path, record: dict, points: list[SweepPoint], done: dict) -> None:
     if not distributed.is_main():
         return
-    data = {**record, "plan": [asdict(p) for p in points],
-            "points": [done[p.id] for p in points if p.id in done]}
+    data = {**summarise(record, points, done, record["cost"]),
+            "plan": [asdict(p) for p in points]}
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w") as stream:
@@ -379,9 +379,8 @@ def dominance(points: list[dict[str, Any]], cost: str) -> list[dict[str, Any]]:
 
 
 def summarise(record: dict, points: list[SweepPoint], done: dict, cost: str) -> dict[str, Any]:
+    """The record with its finished points (in plan order), the front and the dominance."""
     finished = [done[p.id] for p in points if p.id in done]
-    for p in finished:
-        p["share"] = p["cost"][cost] / record["highest"] if record["highest"] else math.nan
     return {**{k: v for k, v in record.items() if k != "points"}, "points": finished,
             "front": pareto_front(finished, cost), "dominance": dominance(finished, cost)}
 
