@@ -28,9 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import get_cost
-from mpsctl.cost.expected import layer_cost
 from mpsctl.search.choice import PrecisionChoice
+from mpsctl.search.expected import layer_cost
 from mpsctl.search.supernet import Supernet
 
 Assignment = dict[str, Tensor]
@@ -89,7 +88,7 @@ class AssignmentCosts:
     def __init__(self, net: Supernet, names: list[str] | tuple[str, ...]) -> None:
         self.net = net
         self.names = tuple(names)
-        self._fns = {n: get_cost(n) for n in self.names}
+        self._models = {n: net.cost_model(n) for n in self.names}
         self._layers = dict(net.layers())
         self._choice_name = {id(c): n for n, c in net.choices()}
         #: choice name → the layers whose cost depends on it (own weights, input
@@ -110,7 +109,7 @@ class AssignmentCosts:
             return choice.one_hot(assignment[self._choice_name[id(choice)]].cpu())
 
         with torch.no_grad():
-            return {c: float(layer_cost(layer, fn, theta)) for c, fn in self._fns.items()}
+            return {c: float(layer_cost(layer, m, theta)) for c, m in self._models.items()}
 
     def per_layer(self, assignment: Assignment) -> dict[str, dict[str, float]]:
         return {name: self.layer(name, assignment) for name in self._layers}

@@ -46,7 +46,7 @@ def check_before_training(
     architecture), so an impossible budget fails before the warm-up."""
     if not recipe.search.budget:
         return {}
-    from mpsctl.stages import build
+    from mpsctl.recipe import build
 
     net = build.supernet_for(recipe, copy.deepcopy(model).cpu(), input_shape)
     return resolve(recipe, net)

@@ -11,17 +11,19 @@ from typing import Any
 
 import torch
 
-from mpsctl import distributed
+from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError, RecipeError
-from mpsctl.recipe import Recipe, dump_recipe_yaml, recipe_diff, recipe_to_dict
-from mpsctl.recipe.schema import OptimizerConfig
+from mpsctl.recipe import Recipe, build, dump_recipe_yaml, recipe_diff, recipe_to_dict
 from mpsctl.search.budget import DualAscent
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import budgets, build, state, summary
-from mpsctl.stages.layout import use_channels_last
-from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
-from mpsctl.train import evaluate, make_optimizer, make_schedule, temperature_at
+from mpsctl.stages import budgets, summary
+from mpsctl.training import distributed
+from mpsctl.training.device import seed_everything
+from mpsctl.training.epoch import evaluate
+from mpsctl.training.layout import use_channels_last
+from mpsctl.training.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
+from mpsctl.training.optim import optimizer_for, temperature_at
 
 #: Recipe keys that, changed, make a saved run impossible to continue.
 RESUME_KEYS = (
@@ -30,16 +32,6 @@ RESUME_KEYS = (
     "search.weight_quantizer", "search.act_quantizer", "search.min_channels",
     "search.compensate", "search.input_signed", "search.budget",
 )
-
-
-def optimizer_for(params, config: OptimizerConfig, epochs: int, steps: int):
-    opt = make_optimizer(params, config.torch_name, config.lr, config.weight_decay,
-                         config.momentum)
-    schedule = None
-    if config.schedule is not None:
-        s = config.schedule
-        schedule = make_schedule(opt, s.name, epochs, steps, s.step_size, s.gamma, s.max_lr)
-    return opt, schedule
 
 
 def dry_run(recipe: Recipe) -> dict[str, Any]:
@@ -91,7 +83,7 @@ def run_search(
     ``prepare`` edits a new supernet before its training (the sweep's pruned baseline
     freezes its choices there); it is not applied when resuming an existing search."""
     saved = load_resume_state(recipe, "search") if resume else None
-    build.seed_everything(recipe.seed)
+    seed_everything(recipe.seed)
     ctx, device = distributed.init(recipe.device)
     reporter.quiet = reporter.quiet or not ctx.is_main
     bundle = build.datasets(recipe)
@@ -144,7 +136,7 @@ def run_warmup(recipe: Recipe, reporter: Reporter, weights: Path) -> dict[str, A
     """Only the fp32 warm-up: train ``warmup.epochs``, then save the float weights (a
     state_dict that ``model.weights`` can load) to ``weights``; returns the validation
     metrics. The sweep shares one warm-up between all its points this way."""
-    build.seed_everything(recipe.seed)
+    seed_everything(recipe.seed)
     ctx, device = distributed.init(recipe.device)
     reporter.quiet = reporter.quiet or not ctx.is_main
     bundle = build.datasets(recipe)

@@ -26,16 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpsctl import distributed
 from mpsctl.console import Reporter
 from mpsctl.errors import UserError
-from mpsctl.recipe import Recipe, recipe_from_dict, recipe_to_dict
+from mpsctl.recipe import Recipe, build, recipe_from_dict, recipe_to_dict
 from mpsctl.recipe.budget import format_amount, parse_budget
 from mpsctl.search.budget import cost_range
-from mpsctl.stages import build
+from mpsctl.training import distributed
+from mpsctl.training.device import seed_everything
 
 SWEEP_FILE = "sweep.json"
-PLOT_FILE = "pareto.png"
 WARMUP_FILE = "fp32/warmup.pt"
 KINDS = ("searched", "uniform", "pruned")
 
@@ -216,7 +215,7 @@ def run_sweep(
     sweep_file = run_dir / SWEEP_FILE
     previous = _read_previous(sweep_file, resume)
     cost = sweep_cost(recipe, cost)
-    build.seed_everything(recipe.seed)
+    seed_everything(recipe.seed)
     ctx, _ = distributed.init(recipe.device)
     reporter.quiet = reporter.quiet or not ctx.is_main
     bundle = build.datasets(recipe)
@@ -252,10 +251,8 @@ def run_sweep(
         done[point.id] = _run_point(recipe, point, run_dir, weights, reporter, cost,
                                     scale["highest"])
         _write(sweep_file, record, points, done)
-    result = {**summarise(record, points, done, cost), "sweep": str(sweep_file)}
-    if ctx.is_main:
-        result["plot"] = _plot(result, run_dir / PLOT_FILE, reporter)
-    return result
+    return {**summarise(record, points, done, cost), "sweep": str(sweep_file),
+            "run_dir": str(run_dir)}
 
 
 def _finished(entry: dict[str, Any]) -> bool:
@@ -383,15 +380,3 @@ def summarise(record: dict, points: list[SweepPoint], done: dict, cost: str) -> 
     finished = [done[p.id] for p in points if p.id in done]
     return {**{k: v for k, v in record.items() if k != "points"}, "points": finished,
             "front": pareto_front(finished, cost), "dominance": dominance(finished, cost)}
-
-
-def _plot(result: dict[str, Any], path: Path, reporter: Reporter) -> str | None:
-    from mpsctl.deploy import MissingExtraError
-
-    try:
-        from mpsctl.plots import plot_pareto
-
-        return str(plot_pareto(result, path))
-    except MissingExtraError as exc:
-        reporter.log(f"no {path.name}: {exc}")
-        return None

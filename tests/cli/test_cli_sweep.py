@@ -10,8 +10,8 @@ import struct
 import pytest
 from conftest import write_recipe
 
+from mpsctl.cli.plots import PARETO_SIZE
 from mpsctl.errors import Interrupted
-from mpsctl.plots import PARETO_SIZE
 
 SWEEP = {"cost": {}, "weight_bits": [0, 2, 8], "epochs": 1}
 

@@ -42,8 +42,8 @@ def _fail(code: int, message: str) -> None:
 
 def _run(action: Callable[[], Any]) -> Any:
     """Run a stage, mapping bad input to exit 2 and other failures to exit 1 (one line)."""
-    from mpsctl import distributed
     from mpsctl.errors import Interrupted, UserError
+    from mpsctl.training import distributed
 
     try:
         result = action()
@@ -125,7 +125,7 @@ def search(
         return run_search(loaded, _reporter(quiet, as_json), resume=resume)
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     _emit(result, as_json, views.show_dry_run if dry_run else views.show_search, quiet)
 
@@ -169,11 +169,14 @@ def sweep(
                 raise UserError(f"--strengths: {text!r} is not a number (e.g. 1e-6)") from None
             if not values[-1] > 0:
                 raise UserError(f"--strengths: {text} must be positive")
-        return run_sweep(loaded, _reporter(quiet, as_json), parse_list(budgets, "--budgets"),
-                         values, cost, baselines=not no_baselines, resume=resume)
+        reporter = _reporter(quiet, as_json)
+        result = run_sweep(loaded, reporter, parse_list(budgets, "--budgets"), values, cost,
+                           baselines=not no_baselines, resume=resume)
+        result["plot"] = _pareto_plot(result, reporter)
+        return result
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     if as_json:
         typer.echo(json.dumps(result, default=_jsonable))
@@ -181,6 +184,24 @@ def sweep(
     if not quiet:
         _run(lambda: views.show_sweep(result))
     typer.echo(result["sweep"])
+
+
+def _pareto_plot(result: dict[str, Any], reporter) -> str | None:
+    """``pareto.png`` beside ``sweep.json`` (rank 0 only; skipped without matplotlib)."""
+    from pathlib import Path
+
+    from mpsctl.cli.plots import plot_pareto
+    from mpsctl.deploy.extra import MissingExtraError
+    from mpsctl.training import distributed
+
+    if not distributed.is_main():
+        return None
+    path = Path(result["run_dir"]) / "pareto.png"
+    try:
+        return str(plot_pareto(result, path))
+    except MissingExtraError as exc:
+        reporter.log(f"no {path.name}: {exc}")
+        return None
 
 
 @app.command()
@@ -231,7 +252,7 @@ def export(
         return run_export_command(pick_checkpoint(ckpt, reporter), reporter, onnx, onnx_variant)
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     _emit(result, as_json, views.show_export, quiet)
 
@@ -254,7 +275,7 @@ def finetune(
         return run_finetune(pick_checkpoint(path, reporter), overrides, reporter, resume)
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     _emit(result, as_json, views.show_finetune, quiet)
 
@@ -276,7 +297,7 @@ def refine(
         return run_refine(pick_checkpoint(ckpt, reporter), target, reporter)
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     _emit(result, as_json, views.show_refine, quiet)
 
@@ -293,7 +314,7 @@ def eval_(ckpt: CkptArg = None, as_json: JsonOpt = False) -> None:
         return run_eval(pick_checkpoint(ckpt, Reporter()))
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     if as_json:
         typer.echo(json.dumps(result))
@@ -318,13 +339,13 @@ def report(
         if plot:
             from pathlib import Path
 
-            from mpsctl.plots import write_plots
+            from mpsctl.cli.plots import write_plots
 
             result["plots"] = [str(p) for p in write_plots(result, Path(plot))]
         return result
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     if as_json:
         typer.echo(json.dumps(result, default=_jsonable))
@@ -340,7 +361,7 @@ def ls(
     """List registered models, datasets, cost models or shipped recipes."""
 
     def action():
-        from mpsctl import catalog
+        from mpsctl.cli import catalog
 
         return catalog.listing(what)
 
