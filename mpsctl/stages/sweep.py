@@ -301,6 +301,8 @@ def _run_point(
         "checkpoint": tuned["checkpoint"],
         "seconds": round(time.monotonic() - started, 1),
     }
+    if tuned["metrics"].get("test_accuracy") is not None:  # reported, never selected on
+        out["test_accuracy"] = tuned["metrics"]["test_accuracy"]
     out["share"] = tuned["cost"][cost] / highest
     if point.bound is not None:
         out["used"] = tuned["cost"][cost] / point.bound
