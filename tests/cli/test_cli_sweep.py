@@ -84,6 +84,13 @@ def test_sweep_resumes_after_an_interrupted_point(cli, sweep_recipe, tmp_path, m
     assert out["plot"] == str(run / "pareto.png")
     assert json.loads((run / "sweep.json").read_text())["points"] == json.loads(
         json.dumps(out["points"]))
+    again = cli("sweep", sweep_recipe, "--budgets", "20%,40%", "--resume")  # nothing left
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == str(run / "sweep.json")
+    assert again.stderr.count("finished before, skipped") == len(planned)
+    assert "Pareto front" in again.stderr
+    for baseline in baselines:  # one dominance line each
+        assert f"{baseline} (" in again.stderr
 
 
 def test_sweep_refuses_bad_input_before_training(cli, sweep_recipe, tmp_path):
