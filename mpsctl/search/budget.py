@@ -8,8 +8,9 @@ Plain numbers only: the recipe layer turns ``24KiB`` or ``10%`` into a :class:`B
 - :class:`DualAscent` adds ``Σ_b λ_b · cost_b / budget_b`` to the search loss and moves
   ``log λ_b`` after every step by ``rate / steps_per_epoch · log(hard_cost_b / budget_b)``
   (the log clipped to ±1): up while the argmax model is over budget, down while it is
-  under, by at most a factor e per epoch. ``λ`` starts at a tenth of the strength whose
-  gradient on the logits is as large as the task loss's.
+  under, by at most a factor e per epoch. ``λ`` starts at a hundredth of the strength whose
+  gradient on the logits is as large as the task loss's on the first batch (one batch's
+  gradient is mostly noise that Adam averages away; its steady part is far smaller).
 - :func:`project` changes the argmax assignment until every budget holds. It lowers, one
   channel (or one per-layer choice) at a time, the choice whose logit margin over the
   lower candidate is smallest per unit of excess cost it removes: the search was least sure
@@ -408,7 +409,7 @@ class DualAscent:
         budgets: Mapping[str, float],
         rate: float = 1.0,
         steps_per_epoch: int = 1,
-        start: float = 0.1,
+        start: float = 0.01,
         reduce: Callable[[list[float]], list[float]] | None = None,
     ) -> None:
         self.net = net
@@ -446,8 +447,10 @@ class DualAscent:
 
     def _initial(self, task: Tensor, normalised: Mapping[str, Tensor]) -> dict[str, float]:
         """``λ_b = start · |∇α task| / |∇α cost_b/budget_b| / #budgets``: with ``start = 1``
-        the cost terms would pull on the logits as hard as the task loss, shared among the
-        budgets; a tenth of that lets the task lead while the strength adapts."""
+        the cost terms would pull on the logits as hard as one batch's task loss, shared
+        among the budgets. The cost's pull is the same at every step while the task's is
+        mostly noise, so a much smaller start lets the task lead while the strength adapts:
+        with a tenth, all channels of a layer drifted down together on the quickstart."""
         alphas = [c.alpha for _, c in self.net.choices() if c.alpha is not None]
         norms = [_grad_norm(task, alphas)]
         norms += [_grad_norm(normalised[b], alphas) for b in self.budgets]
