@@ -15,7 +15,7 @@ SIZE_COST = "params_bit"
 
 #: Multipliers to bits.
 SIZE_UNITS = {
-    "bit": 1, "bits": 1, "b": 1,
+    "": 1, "bit": 1, "bits": 1, "b": 1,
     "B": 8, "kB": 8e3, "KB": 8e3, "KiB": 8 * 1024, "MB": 8e6, "MiB": 8 * 1024**2,
 }
 COUNT_UNITS = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}

@@ -17,6 +17,7 @@ GOOD = [
     ("params_bit", "2MB", Budget("params_bit", 16e6)),
     ("params_bit", "5000bits", Budget("params_bit", 5000)),
     ("params_bit", 5000, Budget("params_bit", 5000)),
+    ("params_bit", "5000", Budget("params_bit", 5000)),
     ("params_bit", "10%", Budget("params_bit", 0.1, relative=True)),
     ("bitops", "1.2M", Budget("bitops", 1.2e6)),
     ("bitops", "3G", Budget("bitops", 3e9)),
