@@ -411,14 +411,20 @@ class DualAscent:
         steps_per_epoch: int = 1,
         start: float = 0.01,
         reduce: Callable[[list[float]], list[float]] | None = None,
+        follow: str = "expected",
     ) -> None:
+        if follow not in ("expected", "hard"):
+            raise ValueError(f"follow must be 'expected' or 'hard', got {follow!r}")
         self.net = net
         self.budgets = dict(budgets)
+        self.follow = follow
         self.step_rate = rate / max(steps_per_epoch, 1)
         self.start = start
         self.reduce = reduce
         self.log_strength: dict[str, float] | None = None
+        #: cost / budget of the argmax model and, expected under θ, of the supernet
         self.usage: dict[str, float] = {}
+        self.expected: dict[str, float] = {}
 
     @property
     def strengths(self) -> dict[str, float]:
@@ -433,11 +439,13 @@ class DualAscent:
     def penalty(self, task: Tensor) -> Tensor:
         self.usage = self.hard_usage()
         normalised = {b: self.net.cost(b) / v for b, v in self.budgets.items()}
+        self.expected = {b: float(v.detach()) for b, v in normalised.items()}
         if self.log_strength is None:
             self.log_strength = self._initial(task, normalised)
         else:
             low, high = _LOG_BOUNDS
-            for b, u in self.usage.items():
+            gap = self.expected if self.follow == "expected" else self.usage
+            for b, u in gap.items():
                 step = self.step_rate * min(max(math.log(max(u, 1e-6)), -1.0), 1.0)
                 self.log_strength[b] = min(max(self.log_strength[b] + step, low), high)
         return sum(

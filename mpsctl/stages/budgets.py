@@ -61,14 +61,17 @@ def slack(costs: dict[str, float], bounds: dict[str, float]) -> dict[str, dict[s
     }
 
 
-def epoch_log(strengths: dict[str, float], usage: dict[str, float]) -> tuple[str, dict]:
-    """The budget part of a search epoch's log line and history entry."""
+def epoch_log(
+    strengths: dict[str, float], usage: dict[str, float], expected: dict[str, float]
+) -> tuple[str, dict]:
+    """The budget part of a search epoch's log line and history entry: the strength, and
+    the argmax (hard) and expected costs as shares of the budget."""
     text = ", ".join(
-        f"{name} strength {strengths.get(name, 0.0):.3g} (hard {usage.get(name, 0.0):.1%} "
-        "of budget)" for name in usage
+        f"{name} strength {strengths.get(name, 0.0):.3g} (hard {usage.get(name, 0.0):.1%}, "
+        f"expected {expected.get(name, 0.0):.1%} of budget)" for name in usage
     )
-    record = {name: {"strength": strengths.get(name, 0.0), "used": usage.get(name, 0.0)}
-              for name in usage}
+    record = {name: {"strength": strengths.get(name, 0.0), "used": usage.get(name, 0.0),
+                     "expected": expected.get(name, 0.0)} for name in usage}
     return text, record
 
 

@@ -234,7 +234,8 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
         }
         if dual is not None:
             usage = {b: hard[b] / bound for b, bound in bounds.items()}
-            budget_text, record["budget"] = budgets.epoch_log(dual.strengths, usage)
+            budget_text, record["budget"] = budgets.epoch_log(dual.strengths, usage,
+                                                              dual.expected)
             cost_text += f"; {budget_text}"
         reporter.log(
             f"search epoch {epoch + 1}/{s.epochs}: T {temperature:.3f}, loss {stats.loss:.4f}, "

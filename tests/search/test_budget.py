@@ -132,9 +132,10 @@ def test_apply_assignment_makes_it_the_argmax_without_changing_logit_values():
     assert values == {k: sorted(c.alpha.detach().flatten().tolist()) for k, c in net.choices()}
 
 
-def _dual(net, budget_share: float) -> DualAscent:
+def _dual(net, budget_share: float, follow: str = "expected") -> DualAscent:
     (low, high), = cost_range(net, ["params_bit"]).values()
-    return DualAscent(net, {"params_bit": low + budget_share * (high - low)}, start=1.0)
+    return DualAscent(net, {"params_bit": low + budget_share * (high - low)}, start=1.0,
+                      follow=follow)
 
 
 def _task_loss(net) -> torch.Tensor:
@@ -143,9 +144,10 @@ def _task_loss(net) -> torch.Tensor:
     return net(x).square().mean()
 
 
-def test_dual_ascent_starts_from_the_gradient_scales_then_rises_over_budget():
+@pytest.mark.parametrize("follow", ["expected", "hard"])
+def test_dual_ascent_starts_from_the_gradient_scales_then_rises_over_budget(follow):
     net = _net("plain", "per_channel", 0)
-    dual = _dual(net, 0.05)  # the random argmax is far above 5 % of the range
+    dual = _dual(net, 0.05, follow)  # the random model is far above 5 % of the range
     task = _task_loss(net)
     term = dual.penalty(task)
     start = dual.log_strength["params_bit"]
@@ -159,19 +161,20 @@ def test_dual_ascent_starts_from_the_gradient_scales_then_rises_over_budget():
         return math.sqrt(sum(float((g ** 2).sum()) for g in gs if g is not None))
 
     assert norm(g_term) == pytest.approx(norm(g_task), rel=1e-4)
-    assert dual.usage["params_bit"] > 1
+    assert dual.usage["params_bit"] > 1 and dual.expected["params_bit"] > 1
     for _ in range(3):
         dual.penalty(_task_loss(net))
     assert dual.log_strength["params_bit"] > start
 
 
-def test_dual_ascent_falls_under_budget_and_resumes_from_its_state():
+@pytest.mark.parametrize("follow", ["expected", "hard"])
+def test_dual_ascent_falls_under_budget_and_resumes_from_its_state(follow):
     net = _net("plain", "per_channel", 0)
-    dual = _dual(net, 1.0)  # the whole model fits
+    dual = _dual(net, 1.0, follow)  # the whole model fits
     dual.penalty(_task_loss(net))
     start = dual.log_strength["params_bit"]
     dual.penalty(_task_loss(net))
-    assert dual.usage["params_bit"] < 1
+    assert dual.usage["params_bit"] < 1 and dual.expected["params_bit"] < 1
     assert dual.log_strength["params_bit"] < start
     again = _dual(net, 1.0)
     again.load_state_dict(copy.deepcopy(dual.state_dict()))
