@@ -6,9 +6,11 @@ Plain numbers only: the recipe layer turns ``24KiB`` or ``10%`` into a :class:`B
 - :class:`AssignmentCosts` prices an assignment (an index into each choice's ``bits``)
   exactly, layer by layer, so that changing one choice re-prices only the layers it touches.
 - :class:`DualAscent` adds ``Σ_b λ_b · cost_b / budget_b`` to the search loss and moves
-  ``log λ_b`` after every step by ``rate / steps_per_epoch · log(hard_cost_b / budget_b)``
-  (the log clipped to ±1): up while the argmax model is over budget, down while it is
-  under, by at most a factor e per epoch. ``λ`` starts at a hundredth of the strength whose
+  ``log λ_b`` after every step by ``rate / steps_per_epoch · log(cost_b / budget_b)`` (the
+  log clipped to ±1, ``rate`` 0.5): up while the model is over budget, down while it is
+  under, by at most a factor e^0.5 per epoch. The cost followed is the expected one by
+  default: the argmax cost jumps when all channels of a layer flip together, and following
+  it overshot on the quickstart; at the search's low final temperatures the two agree. ``λ`` starts at a hundredth of the strength whose
   gradient on the logits is as large as the task loss's on the first batch (one batch's
   gradient is mostly noise that Adam averages away; its steady part is far smaller).
 - :func:`project` changes the argmax assignment until every budget holds. It lowers, one
@@ -407,7 +409,7 @@ class DualAscent:
         self,
         net: Supernet,
         budgets: Mapping[str, float],
-        rate: float = 1.0,
+        rate: float = 0.5,
         steps_per_epoch: int = 1,
         start: float = 0.01,
         reduce: Callable[[list[float]], list[float]] | None = None,
