@@ -57,3 +57,18 @@ def test_plan_resolves_budgets_and_picks_the_pruning_precision(tmp_path):
     assert scale["lowest"] < 0.01 * scale["highest"]
     with pytest.raises(UserError, match="smallest model"):
         plan(r, model, (1, 28, 28), "params_bit", ["0.001%"], [], False)
+
+
+def test_plan_with_strengths_sets_the_cost_and_drops_its_budget(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {name: mnist_cnn}\ndata: {name: fake, shape: [1, 28, 28]}\n"
+                      "search: {type: per_layer, weight_bits: [2, 8], act_bits: [8],\n"
+                      "         budget: {params_bit: 50%, bitops: 60%}}\n")
+    from mpsctl.models.registry import build_model
+
+    model = build_model("mnist_cnn", {}, None)
+    points, _ = plan(load_recipe(recipe), model, (1, 28, 28), "params_bit", [], [1e-6, 3e-6],
+                     True)
+    assert [p.id for p in points] == ["searched-s1e-06", "searched-s3e-06", "uniform-w2",
+                                      "uniform-w8"]  # per layer: no pruned baseline
+    assert points[0].search == {"cost": {"params_bit": 1e-6}, "budget": {"bitops": "60%"}}
