@@ -157,6 +157,80 @@ def search(
 
 
 @app.command()
+def sweep(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    budgets: Annotated[
+        str | None, typer.Option("--budgets", help="Comma-separated budgets, e.g. 5%,10%,24KiB.")
+    ] = None,
+    strengths: Annotated[
+        str | None, typer.Option("--strengths", help="Comma-separated strengths, e.g. 1e-6,3e-6.")
+    ] = None,
+    cost: Annotated[
+        str | None, typer.Option("--cost", help="Swept cost; default: the recipe's own budget "
+                                 "or strength, else params_bit.")
+    ] = None,
+    no_baselines: Annotated[
+        bool, typer.Option("--no-baselines", help="Only the searched points.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip the points a previous run finished.")
+    ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Search → export → finetune at several budgets plus baselines; writes sweep.json."""
+
+    def action():
+        from mpsctl.errors import UserError
+        from mpsctl.recipe import load_recipe
+        from mpsctl.stages.sweep import parse_list, run_sweep
+
+        loaded = load_recipe(recipe, overrides or [])
+        values = []
+        for text in parse_list(strengths, "--strengths"):
+            try:
+                values.append(float(text))
+            except ValueError:
+                raise UserError(f"--strengths: {text!r} is not a number (e.g. 1e-6)") from None
+            if not values[-1] > 0:
+                raise UserError(f"--strengths: {text} must be positive")
+        reporter = _reporter(quiet, as_json)
+        result = run_sweep(loaded, reporter, parse_list(budgets, "--budgets"), values, cost,
+                           baselines=not no_baselines, resume=resume)
+        result["plot"] = _pareto_plot(result, reporter)
+        return result
+
+    result = _run(action)
+    from mpsctl.cli import views
+
+    if as_json:
+        typer.echo(json.dumps(result, default=_jsonable))
+        return
+    if not quiet:
+        _run(lambda: views.show_sweep(result))
+    typer.echo(result["sweep"])
+
+
+def _pareto_plot(result: dict[str, Any], reporter) -> str | None:
+    """``pareto.png`` beside ``sweep.json`` (rank 0 only; skipped without matplotlib)."""
+    from pathlib import Path
+
+    from mpsctl.cli.plots import plot_pareto
+    from mpsctl.deploy.extra import MissingExtraError
+    from mpsctl.training import distributed
+
+    if not distributed.is_main():
+        return None
+    path = Path(result["run_dir"]) / "pareto.png"
+    try:
+        return str(plot_pareto(result, path))
+    except MissingExtraError as exc:
+        reporter.log(f"no {path.name}: {exc}")
+        return None
+
+
+@app.command()
 def validate(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,

@@ -11,7 +11,7 @@ import inspect
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,9 @@ from pydantic_core import PydanticCustomError
 
 from mpsctl.recipe.errors import PROBLEMS, format_path
 from mpsctl.registry import closest
+
+if TYPE_CHECKING:
+    from mpsctl.search.budget import Budget
 
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -294,6 +297,9 @@ class SearchConfig(Section):
     #: Relative paths are read from the recipe's folder. (Before ``cost``: its check needs it.)
     targets: dict[str, str] = {}
     cost: dict[str, NonNegativeFloat] = {}
+    #: Upper bounds on costs (``params_bit: 24KiB``, ``ne16: 60k``, ``10%``): the strength
+    #: of each adapts during the search and the exported model is projected under them.
+    budget: dict[str, Any] = {}
     epochs: NonNegativeInt = 1
     temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
     optimizer: OptimizerConfig = _optimizer(1e-3)
@@ -373,6 +379,37 @@ class SearchConfig(Section):
             raise problems(found)
         return cost
 
+    @field_validator("budget")
+    @classmethod
+    def _valid_budgets(cls, budget: dict[str, Any]) -> dict[str, Any]:
+        from mpsctl.recipe.budget import parse_budget
+
+        names = known_costs()
+        found: list[Problem] = []
+        for name, value in budget.items():
+            if name not in names:
+                guess = closest(name, names)
+                hint = f"did you mean '{guess}'? " if guess else ""
+                found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)})"))
+                continue
+            try:
+                parse_budget(name, value)
+            except ValueError as exc:
+                found.append(((name,), str(exc)))
+        if found:
+            raise problems(found)
+        return budget
+
+    def budgets(self) -> dict[str, Budget]:
+        """The parsed budgets, ``{cost: Budget}``."""
+        from mpsctl.recipe.budget import parse_budget
+
+        return {name: parse_budget(name, value) for name, value in self.budget.items()}
+
+    def objective_costs(self) -> list[str]:
+        """Costs the search optimises: those with a strength, then those with a budget."""
+        return list(self.cost) + [c for c in self.budget if c not in self.cost]
+
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:
         found = self._pruning_problems() + self._target_problems()
@@ -393,9 +430,9 @@ class SearchConfig(Section):
         return found
 
     def _target_problems(self) -> list[Problem]:
-        """Activation precisions a hardware target in ``cost`` cannot run."""
+        """Activation precisions a hardware target in ``cost`` or ``budget`` cannot run."""
         found: list[Problem] = []
-        for cost in self.cost:
+        for cost in self.objective_costs():
             allowed = required_act_bits(cost)
             if allowed is None:
                 continue

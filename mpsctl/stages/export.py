@@ -16,7 +16,7 @@ import torch
 from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import common, summary
+from mpsctl.stages import budgets, common, summary
 from mpsctl.training.epoch import evaluate
 
 RELATIVE_TOLERANCE = 1e-5
@@ -82,18 +82,20 @@ def run_export(path: Path, reporter: Reporter) -> dict[str, Any]:
     if warning:
         reporter.log(f"warning: {warning}")
     metrics = _accuracy(ckpt, fixed, loader)
-    names = summary.cost_names(recipe.search.cost, fixed)
+    names = summary.cost_names(recipe.search.objective_costs(), fixed)
     cost = summary.costs(fixed, names, hard=True)
     data = state.payload("export", recipe, fixed, bundle.input_shape,
                          metrics=metrics, cost=cost, check=check,
                          history=ckpt.get("history", []),
                          search_metrics=ckpt.get("metrics", {}),
-                         lineage=state.extend_lineage(ckpt, "export", metrics, cost))
+                         lineage=state.extend_lineage(ckpt, "export", metrics, cost),
+                         budgets=ckpt.get("budgets", {}))
     out = state.write(Path(path).parent / "export.pt", data)
     return {"checkpoint": str(out), "metrics": metrics, "cost": cost, "check": check,
             **({"warnings": [warning]} if warning else {}),
             "layers": summary.layer_rows(fixed),
-            "layer_costs": summary.per_layer_costs(fixed, names)}
+            "layer_costs": summary.per_layer_costs(fixed, names),
+            "budget": budgets.slack(cost, ckpt.get("budgets", {}))}
 
 
 def run_export_command(

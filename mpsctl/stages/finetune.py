@@ -15,7 +15,7 @@ from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError
 from mpsctl.recipe import build, recipe_from_dict
-from mpsctl.stages import summary
+from mpsctl.stages import budgets, summary
 from mpsctl.training import distributed
 from mpsctl.training.device import seed_everything
 from mpsctl.training.epoch import evaluate
@@ -78,16 +78,18 @@ def run_finetune(
         history = loop.run(position, stop)
     net.load_state_dict(best_state)
     net.cpu().eval()
-    names = summary.cost_names(recipe.search.cost, net)
+    names = summary.cost_names(recipe.search.objective_costs(), net)
     cost = summary.costs(net, names, hard=True)
     metrics = {"accuracy": best["accuracy"], "loss": best["loss"], "best_epoch": best["epoch"]}
     data = state.payload("finetune", recipe, net, bundle.input_shape, metrics=metrics,
                          cost=cost, history=ckpt.get("history", []),
                          finetune_history=history,
-                         lineage=state.extend_lineage(ckpt, "finetune", metrics, cost))
+                         lineage=state.extend_lineage(ckpt, "finetune", metrics, cost),
+                         budgets=ckpt.get("budgets", {}))
     out = state.write(Path(path).parent / "finetune.pt", data)
     return {"checkpoint": str(out), "metrics": metrics, "cost": cost,
-            "layers": summary.layer_rows(net)}
+            "layers": summary.layer_rows(net),
+            "budget": budgets.slack(cost, ckpt.get("budgets", {}))}
 
 
 def _resume_state(last: Path) -> dict[str, Any]:

@@ -36,12 +36,13 @@ def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
     after = exact_layer_costs(net, model)
     if skipped:
         reporter.log(f"per-layer choices left alone: {', '.join(skipped)}")
-    names = summary.cost_names(recipe.search.cost, net)
+    names = summary.cost_names(recipe.search.objective_costs(), net)
     cost = summary.costs(net, names, hard=True)
     data = state.payload("refine", recipe, net, tuple(ckpt["input_shape"]),
                          metrics=ckpt.get("metrics", {}), history=ckpt.get("history", []),
                          cost=cost, refine={"target": target, "before": before, "after": after},
-                         lineage=state.extend_lineage(ckpt, "refine", {}, cost))
+                         lineage=state.extend_lineage(ckpt, "refine", {}, cost),
+                         budgets=ckpt.get("budgets", {}))
     out = state.write(Path(path).parent / "refine.pt", data)
     layers = [{"name": n, "before": before[n], "after": after[n]} for n in before]
     total = {"before": sum(before.values()), "after": sum(after.values())}

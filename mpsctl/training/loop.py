@@ -102,6 +102,7 @@ class EpochLoop:
     before_epoch: Callable[[int], None] = lambda epoch: None
     cost_strengths: dict[str, float] = field(default_factory=dict)
     cost_fn: Callable | None = None
+    penalty: Callable | None = None
     extra_state: Callable[[], dict[str, Any]] = dict
 
     def state(self, position: LoopPosition) -> dict[str, Any]:
@@ -146,6 +147,7 @@ class EpochLoop:
                 stats, totals = train_epoch(
                     self.model, self.loader, self.optimizers, self.device, epoch,
                     self.cost_strengths, self.cost_fn, self.schedules, advance, totals, stop,
+                    self.penalty,
                 )
             if stats.interrupted and totals.steps < steps:
                 cut = LoopPosition(epoch, asdict(totals), start_state, position.history)
