@@ -229,15 +229,21 @@ def refine(
 
 
 @app.command("eval")
-def eval_(ckpt: CkptArg = None, as_json: JsonOpt = False) -> None:
-    """Validation accuracy and loss of any stage's model."""
+def eval_(
+    ckpt: CkptArg = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Data split: val (default), test or train.")
+    ] = "val",
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy and loss of any stage's model on the validation (or test/train) split."""
 
     def action():
         from mpsctl.console import Reporter
         from mpsctl.stages.common import pick_checkpoint
         from mpsctl.stages.evaluate import run_eval
 
-        return run_eval(pick_checkpoint(ckpt, Reporter()))
+        return run_eval(pick_checkpoint(ckpt, Reporter()), split)
 
     result = _run(action)
     from mpsctl import views

@@ -1,8 +1,9 @@
 """Datasets by name: the bundled MNIST subset, synthetic data, and torchvision's on-disk sets."""
 
 from mpsctl.data import bundled, synthetic, vision  # noqa: F401  (register the built-ins)
-from mpsctl.data.loaders import make_loaders
+from mpsctl.data.loaders import make_eval_loader, make_loaders
 from mpsctl.data.registry import (
+    SPLITS,
     DataBundle,
     available_datasets,
     build_datasets,
@@ -11,10 +12,12 @@ from mpsctl.data.registry import (
 )
 
 __all__ = [
+    "SPLITS",
     "DataBundle",
     "available_datasets",
     "build_datasets",
     "dataset_options",
+    "make_eval_loader",
     "make_loaders",
     "register_dataset",
 ]

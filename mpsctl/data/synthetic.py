@@ -45,20 +45,24 @@ def fake(
     num_classes: int = 10,
     size: int = 256,
     val_size: int = 64,
+    test_size: int = 64,
 ) -> DataBundle:
     """Synthetic ``shape`` images in [0, 1], deterministic for a seed."""
     c, h, w = opt.shape("shape", shape)
     num_classes = opt.positive_int("num_classes", num_classes)
     size = opt.positive_int("size", size)
     val_size = opt.positive_int("val_size", val_size)
+    test_size = opt.positive_int("test_size", test_size)
     generator = torch.Generator().manual_seed(seed)
     tiles = torch.rand(num_classes, c, _TILE, _TILE, generator=generator)
     reps = (-(-h // _TILE), -(-w // _TILE))
     textures = tiles.repeat(1, 1, *reps)[:, :, :h, :w].contiguous()
     train_base, val_base = torch.randint(2**62, (2,), generator=generator).tolist()
+    test_base = int(torch.randint(2**62, (1,), generator=generator))
     return DataBundle(
         train=TextureNoise(textures, size, train_base),
         val=TextureNoise(textures, val_size, val_base),
         input_shape=(c, h, w),
         num_classes=num_classes,
+        test=TextureNoise(textures, test_size, test_base),
     )

@@ -135,13 +135,20 @@ _DATA_OPTIONS = (
     "num_classes",
     "size",
     "val_size",
+    "test_size",
     "val_fraction",
     "image_size",
 )
 
 
-class DataConfig(Section):
-    """Dataset name, loader settings and the options passed to the dataset factory."""
+class DataConfig(BaseModel):
+    """Dataset name, loader settings and the options passed to the dataset factory.
+
+    The built-in options are typed here; any other key is passed to the dataset factory,
+    whose signature decides whether it exists (checked before any training).
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     name: str = "mnist5k"
     batch_size: PositiveInt = 64
@@ -153,13 +160,15 @@ class DataConfig(Section):
     num_classes: PositiveInt | None = None
     size: PositiveInt | None = None
     val_size: NonNegativeInt | None = None
+    test_size: NonNegativeInt | None = None
     val_fraction: Annotated[float, Strict(), Field(gt=0, lt=1)] | None = None
     image_size: PositiveInt | None = None
 
     def options(self) -> dict[str, Any]:
         """Dataset options that were set; ``download`` only when true (not every set has it)."""
         found = {key: getattr(self, key) for key in _DATA_OPTIONS}
-        return {key: value for key, value in found.items() if value not in (None, False)}
+        found = {key: value for key, value in found.items() if value not in (None, False)}
+        return {**found, **(self.model_extra or {})}
 
 
 class ScheduleConfig(Section):

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mpsctl.data import DataBundle, build_datasets, make_loaders
+from mpsctl.data import DataBundle, build_datasets, make_eval_loader, make_loaders
 from mpsctl.errors import UserError
 from mpsctl.models.registry import build_model
 from mpsctl.recipe import Recipe
@@ -87,12 +87,15 @@ def datasets(recipe: Recipe) -> DataBundle:
 
 @dataclass
 class Loaders:
+    """Training, validation (selection) and held-out test (reporting only) loaders."""
+
     train: torch.utils.data.DataLoader
     val: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader | None = None
 
 
 def loaders(recipe: Recipe, bundle: DataBundle) -> Loaders:
-    """Train/val loaders; under torchrun each process reads its own shard."""
+    """Train/val/test loaders; under torchrun each process reads its own shard."""
     from mpsctl import distributed
 
     ctx = distributed.context()
@@ -104,8 +107,20 @@ def loaders(recipe: Recipe, bundle: DataBundle) -> Loaders:
                 f"the {ctx.world_size} processes (pick a multiple)"
             )
         batch = recipe.data.global_batch_size // ctx.world_size
-    train, val = make_loaders(bundle, batch, recipe.seed, recipe.data.num_workers, ctx.enabled)
-    return Loaders(train, val)
+    workers = recipe.data.num_workers
+    train, val = make_loaders(bundle, batch, recipe.seed, workers, ctx.enabled)
+    test = None
+    if bundle.test is not None:
+        test = make_eval_loader(bundle.test, batch, workers, ctx.enabled)
+    return Loaders(train, val, test)
+
+
+def eval_loader(recipe: Recipe, dataset) -> torch.utils.data.DataLoader:
+    """An unshuffled loader over ``dataset`` with the recipe's batch size and workers."""
+    from mpsctl import distributed
+
+    ctx = distributed.context()
+    return make_eval_loader(dataset, recipe.data.batch_size, recipe.data.num_workers, ctx.enabled)
 
 
 def example_input(input_shape: tuple[int, ...]) -> torch.Tensor:

@@ -15,7 +15,7 @@ from mpsctl import distributed
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError
 from mpsctl.recipe import recipe_from_dict
-from mpsctl.stages import build, state, summary
+from mpsctl.stages import build, common, state, summary
 from mpsctl.stages.layout import use_channels_last
 from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
 from mpsctl.stages.search import optimizer_for
@@ -75,10 +75,12 @@ def run_finetune(
     with sigint_stops(stop):
         history = loop.run(position, stop)
     net.load_state_dict(best_state)
+    test = common.test_metrics(net, loaders.test, device)
     net.cpu().eval()
     names = summary.cost_names(recipe.search.cost, net)
     cost = summary.costs(net, names, hard=True)
-    metrics = {"accuracy": best["accuracy"], "loss": best["loss"], "best_epoch": best["epoch"]}
+    metrics = {"accuracy": best["accuracy"], "loss": best["loss"], "best_epoch": best["epoch"],
+               **test}
     data = state.payload("finetune", recipe, net, bundle.input_shape, metrics=metrics,
                          cost=cost, history=ckpt.get("history", []),
                          finetune_history=history,

@@ -16,7 +16,7 @@ from mpsctl.errors import CheckpointError, RecipeError
 from mpsctl.recipe import Recipe, dump_recipe_yaml, recipe_diff, recipe_to_dict
 from mpsctl.recipe.schema import OptimizerConfig
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import build, state, summary
+from mpsctl.stages import build, common, state, summary
 from mpsctl.stages.layout import use_channels_last
 from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
 from mpsctl.train import evaluate, make_optimizer, make_schedule, temperature_at
@@ -98,7 +98,8 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
             model.to(device)
             use_channels_last(recipe.channels_last, model, example, device)
             _warmup(recipe, model, loaders, device, reporter, stop, saved, last)
-            fp32 = evaluate(model, loaders.val, device)
+            fp32 = {**evaluate(model, loaders.val, device),
+                    **common.test_metrics(model, loaders.test, device)}
             reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
             net = build.supernet_for(recipe, model.cpu(), bundle.input_shape).to(device)
             saved_search = None
@@ -114,8 +115,9 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
         history = _search(recipe, net, loaders, device, reporter, stop, saved_search, last,
                           bundle.input_shape, fp32)
     in_sync = distributed.ranks_agree(net.arch_parameters())
-    return _finish(recipe, net.cpu(), bundle.input_shape, fp32, history,
-                   {"ranks": ctx.world_size, "ranks_in_sync": in_sync} if ctx.enabled else {})
+    test = common.test_metrics(net, loaders.test, device)
+    extra = {"ranks": ctx.world_size, "ranks_in_sync": in_sync} if ctx.enabled else {}
+    return _finish(recipe, net.cpu(), bundle.input_shape, fp32, history, {**test, **extra})
 
 
 def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None:
@@ -206,12 +208,15 @@ def _finish(
     names = summary.cost_names(recipe.search.cost, net)
     hard = summary.costs(net, names, hard=True)
     metrics = {"fp32_accuracy": fp32["accuracy"], **(history[-1] if history else {}), **extra}
+    if "test_accuracy" in fp32:
+        metrics["fp32_test_accuracy"] = fp32["test_accuracy"]
     metrics.pop("cost", None)
     fp32_bits = 32 * sum(layer.weight.numel() for _, layer in net.layers())
     lineage = [
-        {"stage": "fp32", "accuracy": fp32["accuracy"], "params_bit": float(fp32_bits)},
+        {"stage": "fp32", "accuracy": fp32["accuracy"],
+         "test_accuracy": fp32.get("test_accuracy"), "params_bit": float(fp32_bits)},
         {"stage": "search", "accuracy": metrics.get("accuracy"),
-         "params_bit": hard["params_bit"]},
+         "test_accuracy": metrics.get("test_accuracy"), "params_bit": hard["params_bit"]},
     ]
     data = state.payload("search", recipe, net, shape, metrics=metrics, history=history,
                          cost=hard, lineage=lineage, fp32=fp32,
