@@ -1,6 +1,7 @@
-"""Datasets by name: the bundled MNIST subset, synthetic data, and torchvision's on-disk sets."""
+"""Datasets by name: the bundled MNIST subset, synthetic data, torchvision's on-disk sets,
+the user's own arrays (``tensors``) and the user's own factories (``package.module:attr``)."""
 
-from mpsctl.data import bundled, synthetic, vision  # noqa: F401  (register the built-ins)
+from mpsctl.data import arrays, bundled, synthetic, vision  # noqa: F401  (register the built-ins)
 from mpsctl.data.loaders import make_eval_loader, make_loaders
 from mpsctl.data.registry import (
     SPLITS,
