@@ -172,13 +172,22 @@ class DataConfig(BaseModel):
 
 
 class ScheduleConfig(Section):
-    """Learning-rate schedule stepped once per epoch."""
+    """Learning-rate schedule; ``warmup_epochs`` of linear warm-up come first."""
 
     name: Literal["none", "cosine", "step", "onecycle"] = "none"
     step_size: PositiveInt = 10
     gamma: PositiveFloat = 0.1
     max_lr: PositiveFloat | None = None
+    #: Epochs of linear warm-up (lr/W → lr over the W warm-up batches) before ``name`` runs
+    #: over the remaining epochs; not with onecycle, which warms up itself.
     warmup_epochs: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _warmup_allowed(self) -> ScheduleConfig:
+        if self.warmup_epochs and self.name == "onecycle":
+            raise problems([(("warmup_epochs",), "onecycle has its own warm-up (set "
+                             "warmup_epochs: 0, or use cosine, step or none)")])
+        return self
 
 
 class OptimizerConfig(Section):

@@ -11,6 +11,7 @@ choices may prune channels and where each layer's input channels come from.
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Iterable
 
 import torch
@@ -149,6 +150,32 @@ class _Converter:
                     f"layer '{node.target}' ({type(module).__name__}) is not supported by the "
                     "search (add it to search.exclude to keep it in float)"
                 )
+        self._check_exclude_patterns()
+
+    def _check_exclude_patterns(self) -> None:
+        """Every ``exclude`` entry must name a module or a layer type of this model."""
+        modules = [(str(n.target), self.modules[n.target]) for n in self.gm.graph.nodes
+                   if n.op == "call_module"]
+        layers = [name for name, m in modules if isinstance(m, SEARCHABLE)]
+        for index, pattern in enumerate(self.space.exclude):
+            if not any(SearchSpace(exclude=(pattern,)).excludes(n, m) for n, m in modules):
+                raise ConversionError(
+                    f"search.exclude[{index}]: {pattern!r} matches no layer of the model"
+                    f"{_close(pattern, layers)}; remove it or use one of: {_listing(layers)}"
+                )
+
+    def _check_override_patterns(self, layer_nodes, add_nodes, pre_quantized) -> None:
+        """Every ``layers`` pattern must match a name the search looks up: a layer, an add,
+        the network ``input`` or a layer's ``<name>.input`` quantizer."""
+        names = [str(n.target) for n in layer_nodes] + [n.name for n in add_nodes]
+        names += ["input"] + [f"{n.target}.input" for n in pre_quantized]
+        for override in self.space.overrides:
+            if not any(override.matches(name) for name in names):
+                raise ConversionError(
+                    f"search.layers[{override.pattern}]: matches no layer of the model"
+                    f"{_close(override.pattern, names)}; remove it or use one of: "
+                    f"{_listing(names)}"
+                )
 
     @staticmethod
     def _check_padding(node: fx.Node, module: nn.Module) -> None:
@@ -252,6 +279,7 @@ class _Converter:
                 src = self.value_source(arg)
                 if src is not None and src not in final:
                     slots.union(n, src)
+        self._check_override_patterns(layer_nodes, add_nodes, pre_quantized)
 
         # Weight choices and their sharing; which groups may prune.
         weights = _UnionFind(order)
@@ -500,6 +528,16 @@ def _is_relu6(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         return isinstance(modules.get(node.target), nn.ReLU6)
     return node.op == "call_function" and node.target is torch.nn.functional.relu6
+
+
+def _close(pattern: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(pattern, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _listing(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 class _NameOnly:

@@ -128,10 +128,24 @@ def example_input(input_shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def check_classes(model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> None:
-    """A model whose output width differs from the data's classes fails here, not mid-epoch."""
+    """A model that cannot take the data's samples, or whose output width differs from the
+    data's classes, fails here with one line, not mid-epoch."""
     model.eval()
-    with torch.no_grad():
-        out = model(example_input(input_shape))
+    try:
+        with torch.no_grad():
+            out = model(example_input(input_shape))
+    except Exception as exc:  # shape errors surface as RuntimeError, ValueError, IndexError...
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise UserError(
+            f"model: cannot take the data's samples of shape {list(input_shape)} "
+            f"({type(exc).__name__}: {reason}); make the model's input size match the data "
+            "(e.g. model.in_channels) or fix the data (data.shape for fake data)"
+        ) from None
+    if not isinstance(out, torch.Tensor):
+        raise UserError(
+            f"model: returns {type(out).__name__}, not a tensor of class scores; make "
+            "forward() return the logits [batch, num_classes]"
+        )
     if out.dim() != 2 or out.shape[1] != num_classes:
         raise UserError(
             f"model.num_classes: the model outputs shape {tuple(out.shape)} but the data has "

@@ -36,7 +36,8 @@ def optimizer_for(params, config: OptimizerConfig, epochs: int, steps: int):
     schedule = None
     if config.schedule is not None:
         s = config.schedule
-        schedule = make_schedule(opt, s.name, epochs, steps, s.step_size, s.gamma, s.max_lr)
+        schedule = make_schedule(opt, s.name, epochs, steps, s.step_size, s.gamma, s.max_lr,
+                                 s.warmup_epochs)
     return opt, schedule
 
 
@@ -44,6 +45,7 @@ def dry_run(recipe: Recipe) -> dict[str, Any]:
     """The supernet's layers and costs at initialisation, without data or training."""
     bundle = build.datasets(recipe)
     model = build.float_model(recipe)
+    build.check_classes(model, bundle.input_shape, bundle.num_classes)
     net = build.supernet_for(recipe, model, bundle.input_shape)
     names = summary.cost_names(recipe.search.cost)
     net.train()
