@@ -27,7 +27,7 @@ from mpsctl.models.registry import build_model
 from mpsctl.quant.fused import fused_enabled
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import SearchSpace
-from mpsctl.stages.layout import use_channels_last
+from mpsctl.training.layout import use_channels_last
 
 
 def parse_args() -> argparse.Namespace:

@@ -756,9 +756,10 @@ def run_onnx_export(checkpoint: Path, out: Path, variant: str = "integer",
                     samples: int = 512) -> dict[str, Any]:
     """`mpsctl export --onnx`: load an export/finetune checkpoint, export it, check it on up to
     ``samples`` validation samples."""
-    from mpsctl.stages import common, state
+    from mpsctl.checkpoint import state
+    from mpsctl.stages import common
 
-    ckpt = state.read(checkpoint, expect=("export", "finetune"), command="export --onnx")
+    ckpt = state.read(checkpoint, command="export --onnx")
     recipe, net = state.rebuild(ckpt)
     _, loader = common.val_loader(recipe)
     xs, ys, seen = [], [], 0

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import torch
 
-from mpsctl.checkpoint import find_latest_checkpoint
+from mpsctl.checkpoint.format import find_latest_checkpoint
 from mpsctl.console import Reporter
-from mpsctl.recipe import Recipe
-from mpsctl.stages import build
-from mpsctl.train import evaluate
+from mpsctl.recipe import Recipe, build
+from mpsctl.training.epoch import evaluate
 
 
 def pick_checkpoint(path: str | None, reporter: Reporter) -> Path:

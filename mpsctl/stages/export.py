@@ -13,10 +13,12 @@ from typing import Any
 
 import torch
 
+from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
+from mpsctl.recipe import build
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import build, common, state, summary
-from mpsctl.train import evaluate
+from mpsctl.stages import common, summary
+from mpsctl.training.epoch import evaluate
 
 RELATIVE_TOLERANCE = 1e-5
 
@@ -53,7 +55,7 @@ def _accuracy(ckpt: dict[str, Any], fixed: Supernet, loaders) -> dict[str, Any]:
 
 
 def run_export(path: Path, reporter: Reporter) -> dict[str, Any]:
-    ckpt = state.read(path, expect=("search", "refine"), command="export")
+    ckpt = state.read(path, command="export")
     recipe, net = state.rebuild(ckpt)
     fixed = net.harden()
     bundle = build.datasets(recipe)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.cost.ne16 import ne16_layer_cycles
 from mpsctl.errors import UserError
 from mpsctl.refine import channel_counts, refine_channel_assignment
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import state, summary
+from mpsctl.stages import summary
 
 TARGETS = ("ne16",)
 
@@ -68,7 +69,7 @@ def refine_supernet(net: Supernet) -> tuple[list[str], list[str]]:
 def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
     if target not in TARGETS:
         raise UserError(f"--target: unknown target '{target}' (available: {', '.join(TARGETS)})")
-    ckpt = state.read(path, expect=("search", "refine"), command="refine")
+    ckpt = state.read(path, command="refine")
     recipe, net = state.rebuild(ckpt)
     before = layer_cycles(net)
     refined, skipped = refine_supernet(net)

@@ -230,9 +230,9 @@ def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_run_onnx_export_from_checkpoints(tmp_path: Path, monkeypatch) -> None:
+    from mpsctl.checkpoint import state
     from mpsctl.recipe import recipe_from_dict
-    from mpsctl.stages import state
-    from mpsctl.stages.build import float_model, supernet_for
+    from mpsctl.recipe.build import float_model, supernet_for
 
     monkeypatch.chdir(tmp_path)
     recipe = recipe_from_dict({

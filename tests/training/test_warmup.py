@@ -9,7 +9,7 @@ import torch
 
 from mpsctl.errors import RecipeError
 from mpsctl.recipe import recipe_from_dict
-from mpsctl.train import make_optimizer, make_schedule
+from mpsctl.training.optim import make_optimizer, make_schedule
 
 
 def _lrs(name: str, epochs: int, steps: int, warmup: int, **kwargs) -> list[float]:

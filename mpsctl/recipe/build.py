@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,25 +11,11 @@ from torch import nn
 from mpsctl.data import DataBundle, build_datasets, make_eval_loader, make_loaders
 from mpsctl.errors import UserError
 from mpsctl.models.registry import build_model
-from mpsctl.recipe import Recipe
+from mpsctl.recipe.schema import Recipe
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import LayerOverride, SearchSpace
 from mpsctl.search.supernet import Supernet
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: '{name}' asked for but CUDA is not available (use auto or cpu)")
-    return device
+from mpsctl.training import distributed
 
 
 def search_space(recipe: Recipe) -> SearchSpace:
@@ -96,8 +81,6 @@ class Loaders:
 
 def loaders(recipe: Recipe, bundle: DataBundle) -> Loaders:
     """Train/val/test loaders; under torchrun each process reads its own shard."""
-    from mpsctl import distributed
-
     ctx = distributed.context()
     batch = recipe.data.batch_size
     if recipe.data.global_batch_size is not None:
@@ -117,7 +100,6 @@ def loaders(recipe: Recipe, bundle: DataBundle) -> Loaders:
 
 def eval_loader(recipe: Recipe, dataset) -> torch.utils.data.DataLoader:
     """An unshuffled loader over ``dataset`` with the recipe's batch size and workers."""
-    from mpsctl import distributed
 
     ctx = distributed.context()
     return make_eval_loader(dataset, recipe.data.batch_size, recipe.data.num_workers, ctx.enabled)

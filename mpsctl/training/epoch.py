@@ -7,7 +7,6 @@ pass optimizers, schedulers and an optional per-step callback.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,24 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 
-from mpsctl.distributed import reduce_sums
 from mpsctl.errors import UserError
+from mpsctl.training.distributed import reduce_sums
+from mpsctl.training.optim import StepSchedule
 
 StepCallback = Callable[[int, float], None]
 
 
 class NonFiniteLossError(UserError):
     """The loss or a cost became NaN/inf: training cannot go on meaningfully."""
-
-
-@dataclass
-class StepSchedule:
-    """A learning-rate scheduler and whether it steps per batch (else per epoch)."""
-
-    scheduler: LRScheduler
-    per_step: bool
 
 
 @dataclass
@@ -71,84 +62,6 @@ class EpochTotals:
             steps=self.steps,
             interrupted=interrupted,
         )
-
-
-def make_optimizer(
-    params: Iterable[nn.Parameter],
-    name: str,
-    lr: float,
-    weight_decay: float = 0.0,
-    momentum: float | None = None,
-) -> Optimizer:
-    """Any ``torch.optim`` class by its exact class name (e.g. ``Adam``, ``SGD``)."""
-    kwargs: dict = {"lr": lr, "weight_decay": weight_decay}
-    if momentum is not None:
-        kwargs["momentum"] = momentum
-    return getattr(torch.optim, name)(list(params), **kwargs)
-
-
-def make_schedule(
-    optimizer: Optimizer,
-    name: str,
-    epochs: int,
-    steps_per_epoch: int,
-    step_size: int = 10,
-    gamma: float = 0.1,
-    max_lr: float | None = None,
-    warmup_epochs: int = 0,
-) -> StepSchedule | None:
-    """``cosine`` and ``onecycle`` step per batch, ``step`` per epoch; ``none`` → None.
-
-    With ``warmup_epochs`` the learning rate first rises linearly, batch by batch, from
-    ``lr/W`` to ``lr`` over the ``W`` warm-up steps; then ``name`` runs over the remaining
-    epochs as if they were the whole run (``none``: the rate stays at ``lr``).
-    """
-    if warmup_epochs > 0:
-        if name == "onecycle":
-            raise ValueError("onecycle has its own warm-up; use warmup_epochs with another")
-        factor = WarmupThen(name, warmup_epochs, epochs, steps_per_epoch, step_size, gamma)
-        return StepSchedule(torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True)
-    total = max(epochs * steps_per_epoch, 1)
-    if name == "cosine":
-        return StepSchedule(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total), True)
-    if name == "onecycle":
-        peak = max_lr if max_lr is not None else optimizer.param_groups[0]["lr"]
-        return StepSchedule(
-            torch.optim.lr_scheduler.OneCycleLR(optimizer, peak, total_steps=total), True
-        )
-    if name == "step":
-        return StepSchedule(torch.optim.lr_scheduler.StepLR(optimizer, step_size, gamma), False)
-    return None
-
-
-class WarmupThen:
-    """LR factor at batch ``s``: linear warm-up, then ``cosine``, ``step`` or constant.
-
-    A plain object (not a closure) so the scheduler's state_dict can save and restore it.
-    """
-
-    def __init__(
-        self, name: str, warmup_epochs: int, epochs: int, steps_per_epoch: int,
-        step_size: int, gamma: float,
-    ) -> None:
-        self.name = name
-        self.steps_per_epoch = max(steps_per_epoch, 1)
-        self.warmup_epochs = warmup_epochs
-        self.warmup_steps = warmup_epochs * self.steps_per_epoch
-        self.rest = max(epochs * self.steps_per_epoch - self.warmup_steps, 1)
-        self.step_size = step_size
-        self.gamma = gamma
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        after = step - self.warmup_steps
-        if self.name == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(after, self.rest) / self.rest))
-        if self.name == "step":
-            epochs_after = after // self.steps_per_epoch
-            return self.gamma ** (epochs_after // self.step_size)
-        return 1.0
 
 
 def _check_finite(value: Tensor, what: str, epoch: int, step: int) -> None:
@@ -238,8 +151,3 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> dict[s
     total_loss, correct, seen = reduce_sums([total_loss, float(correct), float(seen)], device)
     seen = max(seen, 1)
     return {"accuracy": correct / seen, "loss": total_loss / seen}
-
-
-def temperature_at(epoch: int, start: float, decay: float, minimum: float = 0.0) -> float:
-    """``T = start · e^(−decay · epoch)``, never below ``minimum``."""
-    return max(start * math.exp(-decay * epoch), minimum)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mpsctl.errors import UserError
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 KINDS = ("models", "datasets", "costs", "recipes")
 
 
