@@ -148,6 +148,9 @@ def validate(
         return run_validate(recipe, overrides or [])
 
     result = _run(action)
+    if not as_json:
+        for found in result.get("warnings", []):
+            typer.echo(f"warning: {found['field']}: {found['message']}", err=True)
     if as_json:
         typer.echo(json.dumps(result, default=_jsonable))
     elif result["valid"]:

@@ -135,6 +135,34 @@ def check_classes(model: nn.Module, input_shape: tuple[int, ...], num_classes: i
         )
 
 
+def input_range_warnings(recipe: Recipe, bundle: DataBundle, samples: int = 256) -> list[str]:
+    """Warnings when the training inputs fall outside what the input quantizer keeps.
+
+    The network input is quantized on ``[0, input_clip]`` (``[-clip, clip]`` when signed);
+    the clip is learned but starts at ``input_clip``. Up to ``samples`` evenly spaced
+    training samples are read (never the loader, whose shuffle order must not move).
+    """
+    s = recipe.search
+    n = len(bundle.train)
+    picks = sorted({round(i * (n - 1) / max(samples - 1, 1)) for i in range(min(samples, n))})
+    values = torch.stack([bundle.train[i][0] for i in picks])
+    low, high = float(values.min()), float(values.max())
+    found = []
+    if low < 0 and not s.input_signed:
+        found.append(
+            f"search.input_signed: the training inputs go down to {low:.3g} but the input "
+            "quantizer is unsigned and clips them to 0; set search.input_signed: true (and "
+            f"search.input_clip near {max(abs(low), high):.3g})"
+        )
+    elif max(abs(low), high) > 4 * s.input_clip:
+        found.append(
+            f"search.input_clip: the training inputs reach {max(abs(low), high):.3g} but the "
+            f"input quantizer starts clipping at {s.input_clip:g}; set search.input_clip near "
+            "their range, or normalise the data"
+        )
+    return found
+
+
 def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...]) -> Supernet:
     """The supernet of ``model``; ``search.compile: false`` selects the eager quantizers."""
     from mpsctl.cost.ne16 import use_constants

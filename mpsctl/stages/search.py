@@ -81,6 +81,8 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
     model = build.float_model(recipe, load_weights=saved is None)
     build.check_classes(model, bundle.input_shape, bundle.num_classes)
     loaders = build.loaders(recipe, bundle)
+    for warning in build.input_range_warnings(recipe, bundle):
+        reporter.log(f"warning: {warning}")
     if ctx.is_main:
         state.ensure_writable(recipe.run_dir)
     last = recipe.run_dir / "last.pt"

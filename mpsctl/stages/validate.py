@@ -46,9 +46,11 @@ def run_validate(path: str, overrides: list[str]) -> dict[str, Any]:
         if fits:
             checks.run("search space",
                        lambda: build.supernet_for(recipe, model, bundle.input_shape))
+    warnings = build.input_range_warnings(recipe, bundle) if bundle is not None else []
     return {
         "valid": not checks.problems,
         "problems": checks.problems,
+        "warnings": [problem(w) for w in warnings],
         "checks": ["recipe", *checks.passed],
         "recipe": recipe_to_dict(recipe),
         **({"data": _data_summary(bundle)} if bundle is not None else {}),

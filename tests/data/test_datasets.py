@@ -89,6 +89,18 @@ def test_fake_shapes_ranges_and_determinism():
         bundle.train[40]
 
 
+@pytest.mark.parametrize("shape", [[128], [40, 49], [3, 32, 32], [2, 3, 5, 6]])
+def test_fake_of_any_rank(shape):
+    bundle = build_datasets("fake", {"shape": shape, "num_classes": 4, "size": 32}, seed=0)
+    assert bundle.input_shape == tuple(shape)
+    images, labels = _stack(bundle.train)
+    assert images.shape == (32, *shape) and 0 <= images.min() and images.max() <= 1
+    # learnable: every sample is nearest to its own class texture
+    textures = bundle.train.textures.flatten(1)
+    nearest = torch.cdist(images.flatten(1), 0.5 * textures + 0.25).argmin(1)
+    assert (nearest == labels).float().mean() > 0.9
+
+
 def test_fake_defaults_and_learnable_labels():
     bundle = build_datasets("fake", {}, seed=0)
     assert (len(bundle.train), len(bundle.val), bundle.input_shape) == (256, 64, (3, 32, 32))
