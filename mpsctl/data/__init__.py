@@ -2,10 +2,9 @@
 the user's own arrays (``tensors``) and the user's own factories (``package.module:attr``)."""
 
 from mpsctl.data import arrays, bundled, synthetic, vision  # noqa: F401  (register the built-ins)
+from mpsctl.data.bundle import SPLITS, DataBundle
 from mpsctl.data.loaders import make_eval_loader, make_loaders
 from mpsctl.data.registry import (
-    SPLITS,
-    DataBundle,
     available_datasets,
     build_datasets,
     dataset_options,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mpsctl.data.registry import SPLITS, DataBundle
+from mpsctl.data.bundle import SPLITS, DataBundle
 from mpsctl.errors import DataError
 
 #: How many samples of each split are looked at (evenly spaced, first and last included).

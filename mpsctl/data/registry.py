@@ -8,47 +8,14 @@ names a user's factory instead (``mpsctl.data.custom``).
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from torch.utils.data import Dataset
-
+from mpsctl.data.bundle import DataBundle
+from mpsctl.data.custom import build_custom, custom_factory, factory_options
 from mpsctl.errors import DataError
-from mpsctl.registry import Registry
-
-
-@dataclass
-class DataBundle:
-    """Train, validation and held-out test sets of one dataset, with what a model needs.
-
-    Every set yields ``(float tensor of shape input_shape, int label)``. Training selects
-    on ``val`` only; ``test`` is for reporting (``None`` when a dataset has none).
-    """
-
-    train: Dataset
-    val: Dataset
-    input_shape: tuple[int, ...]
-    num_classes: int
-    test: Dataset | None = None
-
-    def split(self, name: str) -> Dataset:
-        """The ``train``, ``val`` or ``test`` set; ``DataError`` when there is no such split."""
-        if name not in SPLITS:
-            raise DataError(f"--split: {name!r} is not a split (use {', '.join(SPLITS)})")
-        found = getattr(self, name)
-        if found is None:
-            raise DataError(
-                f"--split: this dataset has no {name} split (use --split val, or give the "
-                f"dataset a {name} set)"
-            )
-        return found
-
-
-#: The splits a bundle may hold, in the order reports list them.
-SPLITS = ("train", "val", "test")
+from mpsctl.registry import Registry, did_you_mean
 
 DatasetFactory = Callable[..., DataBundle]
 
@@ -69,8 +36,6 @@ def dataset_options(name: str) -> dict[str, Any] | None:
     """The options ``name`` accepts and their defaults (``inspect.Parameter.empty`` if none);
     ``None`` for a ``module:attr`` factory that takes any keyword (``**kwargs``)."""
     if ":" in name:
-        from mpsctl.data.custom import custom_factory, factory_options
-
         return factory_options(custom_factory(name))
     factory = _lookup(name)
     params = inspect.signature(factory).parameters
@@ -88,7 +53,7 @@ def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         if accepted is not None and key not in accepted:
             allowed = ", ".join(accepted) or "none"
             raise DataError(
-                f"data.{key}: not an option of dataset {name!r}{_did_you_mean(key, accepted)}; "
+                f"data.{key}: not an option of dataset {name!r}{did_you_mean(key, accepted)}; "
                 f"remove it (its options: {allowed})"
             )
     return given
@@ -102,8 +67,6 @@ def build_datasets(name: str, options: dict[str, Any], seed: int) -> DataBundle:
     """
     given = check_options(name, options)
     if ":" in name:
-        from mpsctl.data.custom import build_custom
-
         return build_custom(name, given, seed)
     return _lookup(name)(seed=seed, **given)
 
@@ -117,6 +80,3 @@ def _lookup(name: str) -> DatasetFactory:
     return DATASETS.get(name)
 
 
-def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

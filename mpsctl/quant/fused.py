@@ -5,8 +5,9 @@ one in eager mode they read and write the activation tensor some 20 times, which
 search step several times slower than plain training. Written as one pure function per
 (precisions, signedness), inductor fuses forward into one pass and backward (the input,
 clip and θ gradients) into one pass with reductions. The eager bodies are the fallback
-(no compiler, or switched off by ``MPSCTL_FUSED=0`` or the recipe's ``search.compile:
-false``) and compute the same numbers.
+and compute the same numbers. Each quantizer is told at construction which path it takes
+(``compiled``: the recipe's ``search.compile``, unless ``MPSCTL_FUSED=0`` switches the
+compiler off for the process); a failed compilation moves the whole process to eager.
 """
 
 from __future__ import annotations
@@ -16,21 +17,38 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from enum import IntEnum
 
 import torch
 from torch import Tensor
 
 _FLOOR_EPS = 1e-4
-_state = {"enabled": os.environ.get("MPSCTL_FUSED", "1") != "0", "broken": False}
+#: Set once a compilation failed (no C++ compiler, unsupported platform): from then on every
+#: quantizer of the process runs the eager bodies. A fact about the machine, not a setting.
+_state = {"broken": False}
 
 
-def set_fused(enabled: bool) -> None:
-    """Switch the compiled path on or off for this process (the eager path always works)."""
-    _state["enabled"] = bool(enabled) and os.environ.get("MPSCTL_FUSED", "1") != "0"
+class Direction(IntEnum):
+    """Which body of a quantizer :func:`call` runs."""
+
+    FORWARD = 0
+    BACKWARD = 1
 
 
-def fused_enabled() -> bool:
-    return _state["enabled"] and not _state["broken"]
+def compiler_allowed() -> bool:
+    """False when ``MPSCTL_FUSED=0`` switches the compiled bodies off for the process."""
+    return os.environ.get("MPSCTL_FUSED", "1") != "0"
+
+
+def use_compiled(requested: bool) -> bool:
+    """The path a quantizer built now takes: compiled when ``requested`` (the recipe's
+    ``search.compile``) and the environment allows it."""
+    return bool(requested) and compiler_allowed()
+
+
+def runs_compiled(compiled: bool) -> bool:
+    """Whether a quantizer built with ``compiled`` runs the compiled bodies right now."""
+    return compiled and not _state["broken"]
 
 
 def _levels(bits: int, signed: bool) -> int:
@@ -104,14 +122,16 @@ def _relu_floor(relu: bool, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.tensor(0.0 if relu else -math.inf, dtype=dtype, device=device)
 
 
-def _call_compiled_pact(key: tuple, which: int, args: tuple) -> tuple:
+def _call_compiled_pact(key: tuple, direction: Direction, args: tuple) -> tuple:
     bits, signed, relu = key
     fns = _compiled("pact", (bits, signed))
-    x = args[0] if which == 0 else args[1]
+    forward = direction == Direction.FORWARD
+    x = args[0] if forward else args[1]
     floor = _relu_floor(relu, x.dtype, x.device) if signed else None
-    if which == 0:
-        return fns[0](*args, floor)
-    return fns[1](*args[:4], floor)  # the saved output (args[4]) is for the eager path
+    if forward:
+        return fns[Direction.FORWARD](*args, floor)
+    # the saved output (args[4]) is for the eager path
+    return fns[Direction.BACKWARD](*args[:4], floor)
 
 
 _scratch: dict[tuple, Tensor] = {}
@@ -289,22 +309,23 @@ def _eager(kind: str, key: tuple) -> tuple[Callable, Callable]:
     return _pact_eager_bodies(*key) if kind == "pact" else _minmax_bodies(*key)
 
 
-def call(kind: str, key: tuple, which: int, *args):
-    """Run a body; if compilation fails (no C++ compiler, unsupported platform), warn once
-    and continue on the eager path for the rest of the process.
+def call(kind: str, key: tuple, direction: Direction, *args, compiled: bool):
+    """Run a body, compiled if ``compiled``; if compilation fails (no C++ compiler,
+    unsupported platform), warn once and continue on the eager path for the rest of the
+    process.
 
     ``key`` is ``(bits, signed, relu)`` for ``"pact"`` and ``(bits, per_channel)`` for
-    ``"minmax"``; ``which`` is 0 (forward) or 1 (backward).
+    ``"minmax"``.
 
     The bodies are called from autograd functions, so they get detached tensors: otherwise
     dynamo would compile again for every requires_grad pattern and every parameter shape.
     """
     args = tuple(a.detach() if a is not None else None for a in args)
-    if fused_enabled():
+    if runs_compiled(compiled):
         try:
             if kind == "pact":
-                return _call_compiled_pact(key, which, args)
-            return _compiled(kind, key)[which](*args)
+                return _call_compiled_pact(key, direction, args)
+            return _compiled(kind, key)[direction](*args)
         except Exception as exc:  # inductor raises many kinds; the eager path is exact
             _state["broken"] = True
             warnings.warn(
@@ -312,4 +333,4 @@ def call(kind: str, key: tuple, which: int, *args):
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); using the eager path",
                 RuntimeWarning, stacklevel=2,
             )
-    return _eager(kind, key)[which](*args)
+    return _eager(kind, key)[direction](*args)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mpsctl.cost.base import CostModel
 from mpsctl.data import DataBundle, build_datasets, make_eval_loader, make_loaders
 from mpsctl.errors import UserError
 from mpsctl.models.registry import build_model
@@ -15,6 +16,7 @@ from mpsctl.recipe.schema import Recipe
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import LayerOverride, SearchSpace
 from mpsctl.search.supernet import Supernet
+from mpsctl.targets.registry import build_cost_model
 from mpsctl.training import distributed
 
 
@@ -45,6 +47,7 @@ def search_space(recipe: Recipe) -> SearchSpace:
         input_clip=s.input_clip,
         act_clip=s.act_clip,
         input_signed=s.input_signed,
+        compile=s.compile,
     )
 
 
@@ -163,11 +166,19 @@ def input_range_warnings(recipe: Recipe, bundle: DataBundle, samples: int = 256)
     return found
 
 
-def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...]) -> Supernet:
-    """The supernet of ``model``; ``search.compile: false`` selects the eager quantizers."""
-    from mpsctl.cost.ne16 import use_constants
-    from mpsctl.quant.fused import set_fused
+def constants_path(recipe: Recipe, cost: str) -> str | None:
+    """The constants file a recipe gives the cost model ``cost`` (None: its shipped ones)."""
+    return recipe.search.ne16_target if cost == "ne16" else None
 
-    set_fused(recipe.search.compile)
-    use_constants(recipe.search.ne16_target)
-    return build_supernet(model, example_input(input_shape), search_space(recipe))
+
+def cost_models(recipe: Recipe) -> dict[str, CostModel]:
+    """The recipe's cost models, and NE16 (which reports use), with the recipe's constants."""
+    names = dict.fromkeys([*recipe.search.cost, "ne16"])
+    return {name: build_cost_model(name, constants_path(recipe, name)) for name in names}
+
+
+def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...]) -> Supernet:
+    """The supernet of ``model``, with the recipe's quantizer path (``search.compile``) and
+    cost models (``search.ne16_target``) built into it."""
+    return build_supernet(model, example_input(input_shape), search_space(recipe),
+                          cost_models(recipe))

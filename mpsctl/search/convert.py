@@ -11,15 +11,16 @@ choices may prune channels and where each layer's input channels come from.
 from __future__ import annotations
 
 import copy
-import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, fx, nn
 
-from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.base import CostModel, LayerGeometry
 from mpsctl.errors import ConversionError
+from mpsctl.quant.fused import use_compiled
 from mpsctl.quant.modules import make_activation_quantizer, make_weight_quantizer
+from mpsctl.registry import did_you_mean
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.graph import (
     ShapeRecorder,
@@ -113,6 +114,8 @@ def _fold_batchnorm(layer: nn.Module, bn: nn.Module) -> None:
 class _Converter:
     def __init__(self, model: nn.Module, example: Tensor, space: SearchSpace) -> None:
         self.space = space
+        #: The quantizer path every quantizer of this supernet takes (fused or eager).
+        self.compiled = use_compiled(space.compile)
         self.gm = trace(copy.deepcopy(model).eval())
         try:
             with torch.no_grad():
@@ -161,7 +164,7 @@ class _Converter:
             if not any(SearchSpace(exclude=(pattern,)).excludes(n, m) for n, m in modules):
                 raise ConversionError(
                     f"search.exclude[{index}]: {pattern!r} matches no layer of the model"
-                    f"{_close(pattern, layers)}; remove it or use one of: {_listing(layers)}"
+                    f"{did_you_mean(pattern, layers)}; remove it or use one of: {_listing(layers)}"
                 )
 
     def _check_override_patterns(self, layer_nodes, add_nodes, pre_quantized) -> None:
@@ -173,7 +176,7 @@ class _Converter:
             if not any(override.matches(name) for name in names):
                 raise ConversionError(
                     f"search.layers[{override.pattern}]: matches no layer of the model"
-                    f"{_close(override.pattern, names)}; remove it or use one of: "
+                    f"{did_you_mean(override.pattern, names)}; remove it or use one of: "
                     f"{_listing(names)}"
                 )
 
@@ -410,7 +413,8 @@ class _Converter:
         clip = self.space.input_clip if is_input else self.space.act_clip
         options = {"clip": clip, **options}
         try:
-            quantizer = make_activation_quantizer(kind, bits, signed=signed, **options)
+            quantizer = make_activation_quantizer(kind, bits, signed=signed,
+                                                  compiled=self.compiled, **options)
         except (TypeError, ValueError) as exc:
             raise ConversionError(f"search.layers[{name}]: {exc}") from None
         return ActivationSlot(quantizer, PrecisionChoice(bits))
@@ -436,7 +440,8 @@ class _Converter:
             name = str(n.target)
             try:
                 quantizer = make_weight_quantizer(
-                    self.space.weight_quantizer_for(name), choice.bits, module.weight
+                    self.space.weight_quantizer_for(name), choice.bits, module.weight,
+                    self.compiled,
                 )
             except ValueError as exc:
                 raise ConversionError(f"search.layers[{name}]: {exc}") from None
@@ -530,11 +535,6 @@ def _is_relu6(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_function" and node.target is torch.nn.functional.relu6
 
 
-def _close(pattern: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(pattern, names, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _listing(names: list[str], limit: int = 12) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
@@ -549,6 +549,14 @@ class _NameOnly:
         self.target = target
 
 
-def build_supernet(model: nn.Module, example_input: Tensor, space: SearchSpace) -> Supernet:
-    """Convert ``model`` (never modified) into a :class:`Supernet` over ``space``."""
-    return _Converter(model, example_input, space).build()
+def build_supernet(
+    model: nn.Module,
+    example_input: Tensor,
+    space: SearchSpace,
+    cost_models: Mapping[str, CostModel] | None = None,
+) -> Supernet:
+    """Convert ``model`` (never modified) into a :class:`Supernet` over ``space``, measured
+    with ``cost_models`` (by name; names not given get the registry's defaults)."""
+    net = _Converter(model, example_input, space).build()
+    net.cost_models.update(cost_models or {})
+    return net
