@@ -75,7 +75,7 @@ def show_export(result: dict) -> None:
                        "LSB")
         return
     _console.print(layer_table(result["layers"], result.get("layer_costs"), "exported model"))
-    _console.print(f"validation: {_metrics(result['metrics'])}")
+    _console.print(f"metrics (validation; test_* reported only): {_metrics(result['metrics'])}")
     _console.print(f"cost: {_costs(result['cost'])}")
 
 
