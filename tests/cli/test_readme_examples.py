@@ -68,6 +68,13 @@ def test_own_dataset_class(cli, tmp_path):
         out = cli.json("validate", "sensors.yaml")
         assert out["data"] == {"input_shape": [3, 64], "num_classes": 4,
                                "samples": {"train": 512, "val": 128, "test": 128}}
+        assert out["warnings"] == []
+        # the windows are centred on 0: an unsigned input quantizer would clip half of them
+        unsigned = cli("validate", "sensors.yaml", "search.input_signed=false")
+        assert unsigned.exit_code == 0
+        assert "warning: search.input_signed: the training inputs go down to -" in unsigned.stderr
+        wide = cli.json("validate", "sensors.yaml", "search.input_clip=0.5")
+        assert [w["field"] for w in wide["warnings"]] == ["search.input_clip"]
         # the README's 3 warm-up epochs (cheap, float); one search and fine-tuning epoch
         search = cli.json("search", "sensors.yaml", "search.epochs=1", "finetune.epochs=1")
         export = cli.json("export", search["checkpoint"])
