@@ -13,20 +13,7 @@ from torch import Tensor
 
 from mpsctl.quant import fused
 from mpsctl.quant.fused import Direction
-
-#: Added to codes before flooring so a value already on the grid (k/s computed in floats)
-#: maps back to code k instead of k-1 through round-off.
-_FLOOR_EPS = 1e-4
-
-
-def act_levels(bits: int, signed: bool) -> int:
-    """Largest code magnitude: 2^p - 1 unsigned, 2^(p-1) - 1 signed (at least 1)."""
-    return max((1 << (bits - 1)) - 1, 1) if signed else (1 << bits) - 1
-
-
-def act_scale(clip: Tensor, bits: int, signed: bool) -> Tensor:
-    """Quantization step ``clip / levels``: the value of one integer code."""
-    return clip / act_levels(bits, signed)
+from mpsctl.quant.grid import act_levels, act_scale, floor_margin
 
 
 def pact_forward(x: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
@@ -37,9 +24,7 @@ def pact_forward(x: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
     step = act_scale(clip, bits, signed)
     if signed:
         return torch.round(torch.maximum(torch.minimum(x, clip), -clip) * s) * step
-    # The round-off in s·(k·step) grows with the code k: widen the margin above 8 bits so
-    # that re-quantizing a quantized value stays exact (float32 at 16 bits: ulp(65535) ≈ 0.004).
-    eps = _FLOOR_EPS * max(1.0, levels / 255)
+    eps = floor_margin(levels)
     return torch.floor(torch.minimum(x.clamp_min(0), clip) * s + eps) * step
 
 

@@ -22,7 +22,8 @@ from enum import IntEnum
 import torch
 from torch import Tensor
 
-_FLOOR_EPS = 1e-4
+from mpsctl.quant.grid import act_levels, floor_margin
+
 #: Set once a compilation failed (no C++ compiler, unsupported platform): from then on every
 #: quantizer of the process runs the eager bodies. A fact about the machine, not a setting.
 _state = {"broken": False}
@@ -51,18 +52,13 @@ def runs_compiled(compiled: bool) -> bool:
     return compiled and not _state["broken"]
 
 
-def _levels(bits: int, signed: bool) -> int:
-    return max((1 << (bits - 1)) - 1, 1) if signed else (1 << bits) - 1
-
-
 def _codes(xc: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
     """Integer codes (as floats) of an already clipped tensor (``xc`` within the range)."""
-    levels = _levels(bits, signed)
+    levels = act_levels(bits, signed)
     s = levels / clip
     if signed:
         return torch.round(xc * s)
-    # Same margin as activation.pact_forward (grows above 8 bits with the float round-off).
-    return torch.floor(xc * s + _FLOOR_EPS * max(1.0, levels / 255))
+    return torch.floor(xc * s + floor_margin(levels))
 
 
 def _clipped(x: Tensor, clip: Tensor, signed: bool) -> Tensor:
@@ -83,9 +79,9 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool):
     def mixture(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
         # Σ k_i · (θ_i · step_i): at a one-hot θ exactly the fixed path's k · step.
         xc = _clipped(x, clip, signed)
-        out = _codes(xc, clip, bits[0], signed) * (theta[0] * (clip / _levels(bits[0], signed)))
+        out = _codes(xc, clip, bits[0], signed) * (theta[0] * (clip / act_levels(bits[0], signed)))
         for i in range(1, len(bits)):
-            step = clip / _levels(bits[i], signed)
+            step = clip / act_levels(bits[i], signed)
             out = out + _codes(xc, clip, bits[i], signed) * (theta[i] * step)
         return out
 
@@ -109,7 +105,7 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool):
             grad_clip = grad_clip - torch.where(below, grad, 0.0).sum()
         xc = _clipped(x, clip, signed)
         grad_theta = torch.stack(
-            [(grad * _codes(xc, clip, p, signed)).sum() * (clip / _levels(p, signed))
+            [(grad * _codes(xc, clip, p, signed)).sum() * (clip / act_levels(p, signed))
              for p in bits]
         )
         return grad_x, grad_clip * mass, grad_theta
@@ -172,7 +168,7 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
         top = float(clip)
         rows = []
         for i, p in enumerate(bits):
-            levels = _levels(p, signed)
+            levels = act_levels(p, signed)
             step = clip / levels
             weight = float(theta[i] * step) if theta is not None else 0.0
             rows.append((p, float(levels / clip), float(step), weight))
@@ -181,11 +177,11 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
     def codes_into(buf: Tensor, x: Tensor, s: float, p: int) -> Tensor:
         # The fixed path's codes of clamp(x): for x outside the range they land on the end
         # codes (s·clip is within an ulp of the top code, well inside the floor margin).
-        levels = _levels(p, signed)
+        levels = act_levels(p, signed)
         torch.mul(x, s, out=buf)
         if signed:
             return buf.round_().clamp_(-levels, levels)
-        return buf.add_(_FLOOR_EPS * max(1.0, levels / 255)).floor_().clamp_(0, levels)
+        return buf.add_(floor_margin(levels)).floor_().clamp_(0, levels)
 
     def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
         _, _, rows = scalars(clip, theta)

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from mpsctl.quant.activation import act_scale, mixed_pact_quantize, pact_quantize
+from mpsctl.quant.activation import mixed_pact_quantize, pact_quantize
 from mpsctl.quant.fused import compiler_allowed
+from mpsctl.quant.grid import act_scale
 from mpsctl.quant.lsq import lsq_init_step, lsq_quantize
 from mpsctl.quant.weight import (
     channel_absmax,
