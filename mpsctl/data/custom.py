@@ -10,6 +10,7 @@ one line naming ``data.name`` instead of a failure deep inside an epoch.
 from __future__ import annotations
 
 import inspect
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -81,6 +82,11 @@ def checked_bundle(spec: str, made: Any) -> DataBundle:
         if len(dataset) == 0:
             raise DataError(f"data.name: {spec} returned an empty {name} set")
     shape, seen = _probe_shapes(spec, splits)
+    if isinstance(made, DataBundle) and tuple(made.input_shape) != shape:
+        raise DataError(
+            f"data.name: {spec} says input_shape {list(made.input_shape)} but its samples are "
+            f"{list(shape)}; fix the DataBundle's input_shape"
+        )
     labels = {name: _all_labels(ds) for name, ds in splits.items() if ds is not None}
     found = {name: known if known is not None else seen[name] for name, known in labels.items()}
     if num_classes is None:
@@ -139,14 +145,26 @@ def _sample(spec: str, split: str, dataset: Dataset, index: int) -> tuple[Tensor
             f"data.name: {split}[{index}] of {spec} has a {got} input; inputs must be "
             "torch.float32 tensors (convert with torch.as_tensor(x, dtype=torch.float32))"
         )
-    if isinstance(y, Tensor) and y.numel() == 1 and not y.is_floating_point():
-        y = int(y)
-    if isinstance(y, bool) or not isinstance(y, int):
+    label = _as_int(y)
+    if label is None:
         raise DataError(
             f"data.name: {split}[{index}] of {spec} has label {y!r}; labels must be integer "
             "class indices"
         )
-    return x, y
+    return x, label
+
+
+def _as_int(y: Any) -> int | None:
+    """An integer label (Python, numpy or one-element integer tensor), else None."""
+    if isinstance(y, Tensor):
+        return int(y) if y.numel() == 1 and not y.is_floating_point() and y.dtype != torch.bool \
+            else None
+    if isinstance(y, bool):
+        return None
+    try:
+        return operator.index(y)
+    except TypeError:
+        return None
 
 
 def _all_labels(dataset: Dataset) -> Sequence[int] | None:
