@@ -35,6 +35,8 @@ from mpsctl.errors import DataError
 
 #: Samples read at once while the normalisation statistics are accumulated.
 CHUNK = 1024
+#: Share of the training file carved out for validation, and for test, when not given.
+DEFAULT_FRACTION = 0.1
 _PAIR_HINT = "give a .npz or .pt file, or {x: inputs.npy, y: labels.npy}"
 
 
@@ -82,8 +84,8 @@ def tensors(
     test: str | dict[str, str] | None = None,
     x_key: str = "x",
     y_key: str = "y",
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
     split_seed: int = 0,
     normalize: bool = False,
     num_classes: int | None = None,
@@ -98,6 +100,11 @@ def tensors(
     if not isinstance(x_key, str) or not isinstance(y_key, str):
         raise DataError("data.x_key: x_key and y_key must be strings (names inside the file)")
     normalize = opt.boolean("normalize", normalize)
+    for name, spec, fraction in (("val", val, val_fraction), ("test", test, test_fraction)):
+        if spec is not None and fraction is not None:
+            raise DataError(
+                f"data.{name}_fraction: unused, since data.{name} is a file; remove one of them"
+            )
     if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
         raise DataError(f"data.split_seed: must be an integer >= 0, got {split_seed!r}")
     loaded = {"train": _read_split("train", train, x_key, y_key)}
@@ -113,8 +120,9 @@ def tensors(
             )
     classes = _class_count(loaded, num_classes)
     x_train, y_train = loaded["train"]
-    carved = _carve(len(y_train), val is None, test is None, val_fraction, test_fraction,
-                    split_seed)
+    carved = _carve(len(y_train), val is None, test is None,
+                    DEFAULT_FRACTION if val_fraction is None else val_fraction,
+                    DEFAULT_FRACTION if test_fraction is None else test_fraction, split_seed)
     train_idx = carved["train"]
     mean = std = None
     if normalize:

@@ -152,6 +152,8 @@ def _write_bad(tmp_path):
         ({"train": "d.npz", "val_fraction": 0.6, "test_fraction": 0.4}, "data.val_fraction",
          "leave no training samples"),
         ({"train": "d.npz", "normalize": "yes"}, "data.normalize", "true or false"),
+        ({"train": "d.npz", "val": "d.npz", "val_fraction": 0.2}, "data.val_fraction",
+         "unused, since data.val is a file"),
         ({"train": "d.npz", "nomalize": True}, "data.nomalize", "did you mean 'normalize'"),
     ],
 )
