@@ -15,3 +15,5 @@ run_dir=$(dirname "$final_ckpt")
 "$MPSCTL" report "$final_ckpt" --plot "$run_dir/plots"
 echo "integer ONNX model: $run_dir/model.onnx"
 echo "quickstart finished in $(( $(date +%s) - start )) s: $final_ckpt"
+# Last: the fine-tuned model on the held-out test split (never used to choose anything).
+"$MPSCTL" eval "$final_ckpt" --split test

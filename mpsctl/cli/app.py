@@ -236,21 +236,34 @@ def validate(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a recipe (with overrides) and print the resolved result."""
+    """Check a recipe and everything a run builds before training; print it resolved.
+
+    Checks the schema, device, model, data, that the model takes the data, and the
+    conversion to a supernet on one example batch. Exit 2 lists every problem.
+    """
 
     def action():
-        from mpsctl.recipe import load_recipe, recipe_to_dict
+        from mpsctl.stages.validate import run_validate
 
-        return {"recipe": recipe_to_dict(load_recipe(recipe, overrides or [])), "valid": True}
+        return run_validate(recipe, overrides or [])
 
     result = _run(action)
+    if not as_json:
+        for found in result.get("warnings", []):
+            typer.echo(f"warning: {found['field']}: {found['message']}", err=True)
     if as_json:
-        typer.echo(json.dumps(result))
-    else:
+        typer.echo(json.dumps(result, default=_jsonable))
+    elif result["valid"]:
         import yaml
 
         typer.echo(yaml.safe_dump(result["recipe"], sort_keys=False), nl=False)
-        typer.echo("recipe is valid", err=True)
+        typer.echo(f"recipe is valid (checked: {', '.join(result['checks'])})", err=True)
+    else:
+        for found in result["problems"]:
+            field = f"{found['field']}: " if found["field"] else ""
+            typer.echo(f"error: {field}{found['message']}", err=True)
+    if not result["valid"]:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -329,15 +342,21 @@ def refine(
 
 
 @app.command("eval")
-def eval_(ckpt: CkptArg = None, as_json: JsonOpt = False) -> None:
-    """Validation accuracy and loss of any stage's model."""
+def eval_(
+    ckpt: CkptArg = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Data split: val (default), test or train.")
+    ] = "val",
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy and loss of any stage's model on the validation (or test/train) split."""
 
     def action():
         from mpsctl.console import Reporter
         from mpsctl.stages.common import pick_checkpoint
         from mpsctl.stages.evaluate import run_eval
 
-        return run_eval(pick_checkpoint(ckpt, Reporter()))
+        return run_eval(pick_checkpoint(ckpt, Reporter()), split)
 
     result = _run(action)
     from mpsctl.cli import views

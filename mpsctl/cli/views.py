@@ -90,13 +90,14 @@ def show_export(result: dict) -> None:
                        "LSB")
         return
     _console.print(layer_table(result["layers"], result.get("layer_costs"), "exported model"))
-    _console.print(f"validation: {_metrics(result['metrics'])}")
+    _console.print(f"metrics (validation; test_* reported only): {_metrics(result['metrics'])}")
     _console.print(f"cost: {_costs(result['cost'])}")
     _budget(result)
 
 
 def show_finetune(result: dict) -> None:
-    _console.print(f"best validation: {_metrics(result['metrics'])}")
+    _console.print(f"best validation (test reported, not used to choose): "
+                   f"{_metrics(result['metrics'])}")
     _console.print(f"cost: {_costs(result['cost'])}")
     _budget(result)
 
@@ -114,7 +115,9 @@ def show_refine(result: dict) -> None:
 
 
 def show_eval(result: dict) -> None:
-    print(f"{result['stage']}: {_metrics(result['metrics'])}")
+    split = {"val": "validation", "test": "test", "train": "training"}[result["split"]]
+    print(f"{result['stage']}, {split} split ({result['samples']} samples): "
+          f"{_metrics(result['metrics'])}")
 
 
 def show_report(result: dict) -> None:
@@ -136,15 +139,16 @@ def show_report(result: dict) -> None:
 def lineage_table(lineage: list[dict]) -> Table:
     """Accuracy and size at each stage of the pipeline that produced a checkpoint."""
     table = Table(title="pipeline")
-    for col in ("stage", "validation accuracy", "params_bit", "vs fp32"):
+    for col in ("stage", "validation accuracy", "test accuracy", "params_bit", "vs fp32"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     base = lineage[0].get("params_bit") or 0
     for row in lineage:
-        acc = row.get("accuracy")
+        acc, test = row.get("accuracy"), row.get("test_accuracy")
         bits = row.get("params_bit")
         table.add_row(
             row["stage"],
             f"{acc:.4f}" if acc is not None else "-",
+            f"{test:.4f}" if test is not None else "-",
             f"{bits:,.0f}" if bits is not None else "-",
             f"{bits / base:.3f}" if bits and base else "-",
         )

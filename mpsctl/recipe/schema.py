@@ -159,13 +159,20 @@ _DATA_OPTIONS = (
     "num_classes",
     "size",
     "val_size",
+    "test_size",
     "val_fraction",
     "image_size",
 )
 
 
-class DataConfig(Section):
-    """Dataset name, loader settings and the options passed to the dataset factory."""
+class DataConfig(BaseModel):
+    """Dataset name, loader settings and the options passed to the dataset factory.
+
+    The built-in options are typed here; any other key is passed to the dataset factory,
+    whose signature decides whether it exists (checked before any training).
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     name: str = "mnist5k"
     batch_size: PositiveInt = 64
@@ -177,23 +184,34 @@ class DataConfig(Section):
     num_classes: PositiveInt | None = None
     size: PositiveInt | None = None
     val_size: NonNegativeInt | None = None
+    test_size: NonNegativeInt | None = None
     val_fraction: Annotated[float, Strict(), Field(gt=0, lt=1)] | None = None
     image_size: PositiveInt | None = None
 
     def options(self) -> dict[str, Any]:
         """Dataset options that were set; ``download`` only when true (not every set has it)."""
         found = {key: getattr(self, key) for key in _DATA_OPTIONS}
-        return {key: value for key, value in found.items() if value not in (None, False)}
+        found = {key: value for key, value in found.items() if value not in (None, False)}
+        return {**found, **(self.model_extra or {})}
 
 
 class ScheduleConfig(Section):
-    """Learning-rate schedule stepped once per epoch."""
+    """Learning-rate schedule; ``warmup_epochs`` of linear warm-up come first."""
 
     name: Literal["none", "cosine", "step", "onecycle"] = "none"
     step_size: PositiveInt = 10
     gamma: PositiveFloat = 0.1
     max_lr: PositiveFloat | None = None
+    #: Epochs of linear warm-up (lr/W → lr over the W warm-up batches) before ``name`` runs
+    #: over the remaining epochs; not with onecycle, which warms up itself.
     warmup_epochs: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _warmup_allowed(self) -> ScheduleConfig:
+        if self.warmup_epochs and self.name == "onecycle":
+            raise problems([(("warmup_epochs",), "onecycle has its own warm-up (set "
+                             "warmup_epochs: 0, or use cosine, step or none)")])
+        return self
 
 
 class OptimizerConfig(Section):

@@ -21,6 +21,7 @@ from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
 from mpsctl.errors import ConversionError
 from mpsctl.quant.fused import use_compiled
 from mpsctl.quant.modules import make_activation_quantizer, make_weight_quantizer
+from mpsctl.registry import did_you_mean
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.graph import (
     NodeKind,
@@ -154,6 +155,32 @@ class _Converter:
                     f"layer '{node.target}' ({type(module).__name__}) is not supported by the "
                     "search (add it to search.exclude to keep it in float)"
                 )
+        self._check_exclude_patterns()
+
+    def _check_exclude_patterns(self) -> None:
+        """Every ``exclude`` entry must name a module or a layer type of this model."""
+        modules = [(str(n.target), self.modules[n.target]) for n in self.gm.graph.nodes
+                   if n.op == "call_module"]
+        layers = [name for name, m in modules if isinstance(m, SEARCHABLE)]
+        for index, pattern in enumerate(self.space.exclude):
+            if not any(SearchSpace(exclude=(pattern,)).excludes(n, m) for n, m in modules):
+                raise ConversionError(
+                    f"search.exclude[{index}]: {pattern!r} matches no layer of the model"
+                    f"{did_you_mean(pattern, layers)}; remove it or use one of: {_listing(layers)}"
+                )
+
+    def _check_override_patterns(self, layer_nodes, add_nodes, pre_quantized) -> None:
+        """Every ``layers`` pattern must match a name the search looks up: a layer, an add,
+        the network ``input`` or a layer's ``<name>.input`` quantizer."""
+        names = [str(n.target) for n in layer_nodes] + [n.name for n in add_nodes]
+        names += ["input"] + [f"{n.target}.input" for n in pre_quantized]
+        for override in self.space.overrides:
+            if not any(override.matches(name) for name in names):
+                raise ConversionError(
+                    f"search.layers[{override.pattern}]: matches no layer of the model"
+                    f"{did_you_mean(override.pattern, names)}; remove it or use one of: "
+                    f"{_listing(names)}"
+                )
 
     @staticmethod
     def _check_padding(node: fx.Node, module: nn.Module) -> None:
@@ -275,6 +302,7 @@ class _Converter:
                 src = self.value_source(arg)
                 if src is not None and src not in final:
                     slots.union(n, src)
+        self._check_override_patterns(layer_nodes, add_nodes, pre_quantized)
 
         # Weight choices and their sharing; which groups may prune.
         weights = _UnionFind(order)
@@ -530,6 +558,11 @@ def _is_relu6(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         return isinstance(modules.get(node.target), nn.ReLU6)
     return node.op == "call_function" and node.target is torch.nn.functional.relu6
+
+
+def _listing(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 class _NameOnly:

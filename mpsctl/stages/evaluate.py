@@ -12,13 +12,15 @@ from mpsctl.training import distributed
 from mpsctl.training.epoch import evaluate
 
 
-def run_eval(path: Path) -> dict[str, Any]:
+def run_eval(path: Path, split: str = "val") -> dict[str, Any]:
+    """Accuracy and loss of a checkpoint's model on the ``train``, ``val`` or ``test`` split."""
     ckpt = state.read(path)
     recipe, net = state.rebuild(ckpt)
     _, device = distributed.init(recipe.device)
-    _, loader = common.val_loader(recipe)
+    loader = common.split_loader(recipe, split)
     metrics = evaluate(net.to(device), loader, device)
-    return {"checkpoint": str(path), "stage": ckpt["stage"], "metrics": metrics}
+    return {"checkpoint": str(path), "stage": ckpt["stage"], "split": split,
+            "samples": len(loader.dataset), "metrics": metrics}
 
 
 def run_report(path: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import torch
 
 from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
+from mpsctl.recipe import build
 from mpsctl.search.supernet import Supernet
 from mpsctl.stages import budgets, common, summary
 from mpsctl.training.epoch import evaluate
@@ -53,23 +54,26 @@ def output_difference(net: Supernet, fixed: Supernet, x: torch.Tensor) -> dict[s
             "output_spread": (ref - ref[:1]).abs().max().item()}
 
 
-def _accuracy(ckpt: dict[str, Any], fixed: Supernet, loader) -> dict[str, Any]:
-    """Validation metrics of the exported model. After a search they are the search's last
-    argmax metrics (the outputs were just shown equal), so export does not re-run the whole
-    validation set; a refined assignment is new and is evaluated."""
+def _accuracy(ckpt: dict[str, Any], fixed: Supernet, loaders) -> dict[str, Any]:
+    """Validation (and test) metrics of the exported model. After a search they are the
+    search's last argmax metrics (the outputs were just shown equal), so export does not
+    re-run the data; a refined assignment is new and is evaluated."""
     searched = ckpt.get("metrics", {})
     if ckpt["stage"] == "search" and "accuracy" in searched and "val_loss" in searched:
-        return {"accuracy": searched["accuracy"], "loss": searched["val_loss"],
+        test = {k: searched[k] for k in ("test_accuracy", "test_loss") if k in searched}
+        return {"accuracy": searched["accuracy"], "loss": searched["val_loss"], **test,
                 "from": "search (argmax model, identical outputs)"}
-    return evaluate(fixed, loader, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    return {**evaluate(fixed, loaders.val, cpu), **common.test_metrics(fixed, loaders.test, cpu)}
 
 
 def run_export(path: Path, reporter: Reporter) -> dict[str, Any]:
     ckpt = state.read(path, command="export")
     recipe, net = state.rebuild(ckpt)
     fixed = net.harden()
-    bundle, loader = common.val_loader(recipe)
-    batch = common.first_batch(loader)
+    bundle = build.datasets(recipe)
+    loaders = build.loaders(recipe, bundle)
+    batch = common.first_batch(loaders.val)
     check = output_difference(net, fixed, batch)
     if check["max_abs_diff"] > RELATIVE_TOLERANCE * max(check["output_scale"], 1.0):
         raise ExportMismatchError(
@@ -81,7 +85,7 @@ def run_export(path: Path, reporter: Reporter) -> dict[str, Any]:
     warning = summary.constant_output_warning(net, batch, check["output_spread"])
     if warning:
         reporter.log(f"warning: {warning}")
-    metrics = _accuracy(ckpt, fixed, loader)
+    metrics = _accuracy(ckpt, fixed, loaders)
     names = summary.cost_names(recipe.search.objective_costs(), fixed)
     cost = summary.costs(fixed, names, hard=True)
     data = state.payload("export", recipe, fixed, bundle.input_shape,

@@ -15,7 +15,7 @@ from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError
 from mpsctl.recipe import build, recipe_from_dict
-from mpsctl.stages import budgets, summary
+from mpsctl.stages import budgets, common, summary
 from mpsctl.training import distributed
 from mpsctl.training.device import seed_everything
 from mpsctl.training.epoch import evaluate
@@ -77,10 +77,12 @@ def run_finetune(
     with sigint_stops(stop):
         history = loop.run(position, stop)
     net.load_state_dict(best_state)
+    test = common.test_metrics(net, loaders.test, device)
     net.cpu().eval()
     names = summary.cost_names(recipe.search.objective_costs(), net)
     cost = summary.costs(net, names, hard=True)
-    metrics = {"accuracy": best["accuracy"], "loss": best["loss"], "best_epoch": best["epoch"]}
+    metrics = {"accuracy": best["accuracy"], "loss": best["loss"], "best_epoch": best["epoch"],
+               **test}
     data = state.payload("finetune", recipe, net, bundle.input_shape, metrics=metrics,
                          cost=cost, history=ckpt.get("history", []),
                          finetune_history=history,

@@ -17,7 +17,7 @@ from mpsctl.errors import CheckpointError, RecipeError
 from mpsctl.recipe import Recipe, build, dump_recipe_yaml, recipe_diff, recipe_to_dict
 from mpsctl.search.budget import DualAscent
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import budgets, summary
+from mpsctl.stages import budgets, common, summary
 from mpsctl.training import distributed
 from mpsctl.training.device import seed_everything
 from mpsctl.training.epoch import evaluate
@@ -38,6 +38,7 @@ def dry_run(recipe: Recipe) -> dict[str, Any]:
     """The supernet's layers and costs at initialisation, without data or training."""
     bundle = build.datasets(recipe)
     model = build.float_model(recipe)
+    build.check_classes(model, bundle.input_shape, bundle.num_classes)
     net = build.supernet_for(recipe, model, bundle.input_shape)
     build.check_target_precisions(recipe, net)
     names = summary.cost_names(recipe.search.objective_costs())
@@ -97,6 +98,8 @@ def run_search(
                                                              bundle.input_shape))
     bounds = budgets.check_before_training(recipe, model, bundle.input_shape)
     loaders = build.loaders(recipe, bundle)
+    for warning in build.input_range_warnings(recipe, bundle):
+        reporter.log(f"warning: {warning}")
     if ctx.is_main:
         state.ensure_writable(recipe.run_dir)
     last = recipe.run_dir / "last.pt"
@@ -107,7 +110,8 @@ def run_search(
             model.to(device)
             use_channels_last(recipe.channels_last, model, example, device)
             _warmup(recipe, model, loaders, device, reporter, stop, saved, last)
-            fp32 = evaluate(model, loaders.val, device)
+            fp32 = {**evaluate(model, loaders.val, device),
+                    **common.test_metrics(model, loaders.test, device)}
             reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
             net = build.supernet_for(recipe, model.cpu(), bundle.input_shape)
             for line in summary.deployment_lines(summary.deployment(net, example)):
@@ -135,6 +139,7 @@ def run_search(
             extra.update(accuracy=projected["accuracy"], val_loss=projected["loss"])
             reporter.log(f"projected model: validation accuracy {projected['accuracy']:.4f}")
     in_sync = distributed.ranks_agree(net.arch_parameters())
+    extra.update(common.test_metrics(net, loaders.test, device))
     if ctx.enabled:
         extra.update(ranks=ctx.world_size, ranks_in_sync=in_sync)
     result = _finish(recipe, net.cpu(), bundle.input_shape, fp32, history, extra, bounds)
@@ -165,7 +170,8 @@ def run_warmup(recipe: Recipe, reporter: Reporter, weights: Path) -> dict[str, A
         use_channels_last(recipe.channels_last, model, build.example_input(bundle.input_shape),
                           device)
         _warmup(recipe, model, loaders, device, reporter, stop, None, recipe.run_dir / "last.pt")
-    fp32 = evaluate(model, loaders.val, device)
+    fp32 = {**evaluate(model, loaders.val, device),
+            **common.test_metrics(model, loaders.test, device)}
     reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
     # A warm-up checkpoint (no supernet: stage commands refuse it) whose "model" entry is
     # the plain state_dict that model.weights loads.
@@ -281,13 +287,16 @@ def _finish(
     names = summary.cost_names(recipe.search.objective_costs(), net)
     hard = summary.costs(net, names, hard=True)
     metrics = {"fp32_accuracy": fp32["accuracy"], **(history[-1] if history else {}), **extra}
+    if "test_accuracy" in fp32:
+        metrics["fp32_test_accuracy"] = fp32["test_accuracy"]
     metrics.pop("cost", None)
     metrics.pop("budget", None)
     fp32_bits = 32 * sum(layer.weight.numel() for _, layer in net.layers())
     lineage = [
-        {"stage": "fp32", "accuracy": fp32["accuracy"], "params_bit": float(fp32_bits)},
+        {"stage": "fp32", "accuracy": fp32["accuracy"],
+         "test_accuracy": fp32.get("test_accuracy"), "params_bit": float(fp32_bits)},
         {"stage": "search", "accuracy": metrics.get("accuracy"),
-         "params_bit": hard["params_bit"]},
+         "test_accuracy": metrics.get("test_accuracy"), "params_bit": hard["params_bit"]},
     ]
     data = state.payload("search", recipe, net, shape, metrics=metrics, history=history,
                          cost=hard, lineage=lineage, fp32=fp32,

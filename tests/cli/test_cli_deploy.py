@@ -33,3 +33,24 @@ def test_report_plot_writes_pngs(cli, recipe, tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = struct.unpack(">II", data[16:24])
         assert width > 100 and height > 100
+
+
+def test_conv1d_keyword_spotting_recipe_to_integer_onnx(cli, tmp_path):
+    """The shipped ds_cnn1d recipe, shortened: search → export → finetune → integer ONNX."""
+    pytest.importorskip("onnxruntime")
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "kws-ds-cnn1d.yaml"
+    short = ["warmup.epochs=1", "search.epochs=1", "finetune.epochs=1", "model.width=8",
+             "data.size=64", "data.val_size=32", "data.test_size=32",
+             f"output_dir={tmp_path / 'kws'}"]
+    search = cli.json("search", recipe, *short)
+    assert {row["type"] for row in search["layers"]} == {"Conv1d", "Linear"}
+    export = cli.json("export", search["checkpoint"])
+    finetune = cli.json("finetune", export["checkpoint"])
+    out = cli.json("export", finetune["checkpoint"], "--onnx", tmp_path / "kws.onnx")
+    assert out["top1_agreement"] >= 0.99 and out["max_error_lsb"] <= 1
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(tmp_path / "kws.onnx").graph.node}
+    assert "ConvInteger" in ops and "Conv" not in ops

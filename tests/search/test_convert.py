@@ -261,14 +261,11 @@ def test_layer_after_off_grid_op_gets_own_input_quantizer(model_cls):
 # -- exclusion and overrides --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pattern", ["a*", "a?", "Conv2d-not-a-type"])
+@pytest.mark.parametrize("pattern", ["a*", "a?"])
 def test_exclude_by_glob_keeps_layers_float(pattern):
     model = randomize_bn(ResidualNet())
     net = build_supernet(model, torch.rand(1, 3, 16, 16), SearchSpace(exclude=(pattern,)))
     layers = dict(net.layers())
-    if pattern == "Conv2d-not-a-type":
-        assert "a1" in layers
-        return
     assert "a1" not in layers and "a2" not in layers
     assert type(net.net.a1) is nn.Conv2d and torch.equal(net.net.a1.weight, model.a1.weight)
     targets = _graph_targets(net)
@@ -276,6 +273,23 @@ def test_exclude_by_glob_keeps_layers_float(pattern):
     assert "bn_stem" not in targets
     net.eval()
     net(torch.rand(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (SearchSpace(exclude=("Conv2d-not-a-type",)),
+         r"^search\.exclude\[0\]: 'Conv2d-not-a-type' matches no layer of the model; remove it "
+         r"or use one of: stem, a1, a2, b1, b2, shortcut, fc$"),
+        (SearchSpace(exclude=("fc", "sortcut")),
+         r"^search\.exclude\[1\]: 'sortcut' matches no layer .*did you mean 'shortcut'"),
+        (SearchSpace(overrides=(LayerOverride("stme", weight_bits=(8,)),)),
+         r"^search\.layers\[stme\]: matches no layer .*did you mean 'stem'.*: stem, a1, "),
+    ],
+)
+def test_patterns_that_match_nothing_are_refused(space, message):
+    with pytest.raises(ConversionError, match=message):
+        build_supernet(randomize_bn(ResidualNet()), torch.rand(1, 3, 16, 16), space)
 
 
 @pytest.mark.parametrize("name", ["Linear", "nn.Linear", "torch.nn.Linear"])
