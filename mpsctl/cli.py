@@ -160,14 +160,15 @@ def export(
         str | None, typer.Option("--onnx", help="Also write an integer ONNX model here.")
     ] = None,
     onnx_variant: Annotated[
-        str, typer.Option("--onnx-variant", help="integer (integer-only ops) or qdq.")
+        str, typer.Option("--onnx-variant",
+                          help="integer (integer-only ops), qdq, or qonnx (real bit-widths).")
     ] = "integer",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fixed-precision model from a search/refine checkpoint; writes export.pt.
 
-    With --onnx, also writes the integer ONNX graph, verified with onnxruntime.
+    With --onnx, also writes the ONNX graph (integer, QDQ or QONNX), verified by running it.
     """
 
     def action():

@@ -157,10 +157,14 @@ def _ints(value, n: int) -> list[int]:
 class _Exporter:
     """Walks the fixed model's fx graph in order and writes each node as ONNX."""
 
+    #: The variants this class writes, and the operator sets its graphs import.
+    variants: tuple[str, ...] = VARIANTS
+    opsets: tuple[tuple[str, int], ...] = (("", OPSET),)
+
     def __init__(self, model: Supernet, example: Tensor, variant: str) -> None:
-        if variant not in VARIANTS:
+        if variant not in self.variants:
             raise UserError(
-                f"unknown ONNX variant {variant!r} (choose one of {', '.join(VARIANTS)})"
+                f"unknown ONNX variant {variant!r} (choose one of {', '.join(self.variants)})"
             )
         if not model.is_fixed:
             raise UserError(
@@ -214,7 +218,8 @@ class _Exporter:
         graph = helper.make_graph(self.g.nodes, "mpsctl", self.inputs, self.outputs,
                                   self.g.initializers)
         model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mpsctl"
+            graph, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets],
+            producer_name="mpsctl",
         )
         model.ir_version = IR_VERSION
         helper.set_model_props(model, self._metadata())
@@ -752,10 +757,10 @@ def _reference(model: Supernet, x: Tensor, wanted: set[str]) -> tuple[Tensor, di
     return out, recorder.seen
 
 
-def run_onnx_export(checkpoint: Path, out: Path, variant: str = "integer",
-                    samples: int = 512) -> dict[str, Any]:
-    """`mpsctl export --onnx`: load an export/finetune checkpoint, export it, check it on up to
-    ``samples`` validation samples."""
+def export_inputs(checkpoint: Path, samples: int = 512
+                  ) -> tuple[dict[str, Any], Supernet, Tensor, Tensor]:
+    """An export/finetune checkpoint's contents, model, and up to ``samples`` validation
+    samples with their labels (what every ONNX variant is checked on)."""
     from mpsctl.stages import common, state
 
     ckpt = state.read(checkpoint, expect=("export", "finetune"), command="export --onnx")
@@ -768,6 +773,13 @@ def run_onnx_export(checkpoint: Path, out: Path, variant: str = "integer",
         seen += x.shape[0]
         if seen >= samples:
             break
-    batch, labels = torch.cat(xs)[:samples], torch.cat(ys)[:samples]
+    return ckpt, net, torch.cat(xs)[:samples], torch.cat(ys)[:samples]
+
+
+def run_onnx_export(checkpoint: Path, out: Path, variant: str = "integer",
+                    samples: int = 512) -> dict[str, Any]:
+    """`mpsctl export --onnx`: load an export/finetune checkpoint, export it, check it on up to
+    ``samples`` validation samples."""
+    ckpt, net, batch, labels = export_inputs(checkpoint, samples)
     summary = export_onnx(net, batch, Path(out), variant, labels=labels)
     return {"source": str(checkpoint), "stage": ckpt["stage"], **summary}
