@@ -694,13 +694,26 @@ def verify_onnx(
     x = batch.detach().float().cpu()
     results = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     got = dict(zip(output_names + list(codes), results, strict=True))
-    wanted = {info["node"] for info in codes.values()}
-    ref_out, ref_nodes = _reference(model, x, wanted)
+    file_codes = {info["node"]: (got[name], info["scale"]) for name, info in codes.items()}
+    return compare_with_model(model, x, got[output_names[0]], lsb.get(output_names[0]),
+                              file_codes, labels)
 
-    ours = got[output_names[0]].astype(np.float64)
+
+def compare_with_model(
+    model: Supernet, x: Tensor, output: np.ndarray, unit: dict | None,
+    codes: dict[str, tuple[np.ndarray, float]], labels: Tensor | None = None,
+) -> dict[str, Any]:
+    """What an exported file computed on ``x``, against the fake-quant model (the report
+    :func:`verify_onnx` describes), whichever runtime ran the file.
+
+    ``output``: the file's first output; ``unit``: its LSB (``{"lsb", "axis"}``, or None);
+    ``codes``: fx node of each activation quantizer → (the codes the file computed there,
+    that quantizer's scale).
+    """
+    ref_out, ref_nodes = _reference(model, x, set(codes))
+    ours = np.asarray(output, dtype=np.float64)
     theirs = ref_out.double().numpy()
     diff = np.abs(ours - theirs)
-    unit = lsb.get(output_names[0])
     if unit is not None:
         scale = np.asarray(unit["lsb"], dtype=np.float64)
         scale = scale.reshape(_view(scale.size, diff.ndim, unit["axis"]))
@@ -708,12 +721,12 @@ def verify_onnx(
     else:
         out_lsb = float("nan")
     per_slot, mismatched, total, worst = {}, 0, 0, 0
-    for name, info in codes.items():
-        ref = torch.round(ref_nodes[info["node"]].double() / info["scale"]).numpy()
-        err = np.abs(got[name].astype(np.int64) - ref.astype(np.int64))
+    for node, (got, step) in codes.items():
+        ref = torch.round(ref_nodes[node].double() / step).numpy()
+        err = np.abs(np.asarray(got).astype(np.int64) - ref.astype(np.int64))
         bad = int((err > 0).sum())
-        per_slot[info["node"]] = {"mismatch": bad / max(err.size, 1),
-                                  "max_error_lsb": int(err.max(initial=0))}
+        per_slot[node] = {"mismatch": bad / max(err.size, 1),
+                          "max_error_lsb": int(err.max(initial=0))}
         mismatched, total = mismatched + bad, total + err.size
         worst = max(worst, int(err.max(initial=0)))
     pred_onnx, pred_ref = ours.argmax(1), theirs.argmax(1)

@@ -44,9 +44,8 @@ from mpsctl.deploy.onnx_export import (
     OPSET,
     OnnxMismatchError,
     _Exporter,
-    _reference,
     _Value,
-    _view,
+    compare_with_model,
     export_inputs,
 )
 from mpsctl.search.graph import shape_of
@@ -252,44 +251,15 @@ def verify_qonnx(path: Path, model: Supernet, batch: Tensor,
         raise OnnxMismatchError(f"qonnx's cleanup lost activation quantizers {sorted(missing)}")
     context = execute_onnx(wrapper, {wrapper.graph.input[0].name: x.numpy()},
                            return_full_exec_context=True)
-    ref_out, ref_nodes = _reference(model, x, set(by_node))
-
-    ours = np.asarray(context[wrapper.graph.output[0].name], dtype=np.float64)
-    theirs = ref_out.double().numpy()
-    diff = np.abs(ours - theirs)
-    unit = next(iter(lsb.values()), None)
-    if unit is not None:
-        scale = np.asarray(unit["lsb"], dtype=np.float64)
-        scale = scale.reshape(_view(scale.size, diff.ndim, unit["axis"]))
-        out_lsb = float((diff / scale).max()) if diff.size else 0.0
-    else:
-        out_lsb = float("nan")
-    per_slot, mismatched, total, worst = {}, 0, 0, 0
-    for node, info in by_node.items():
-        got = np.round(np.asarray(context[quant_out[node]], np.float64) / info["scale"])
-        ref = torch.round(ref_nodes[node].double() / info["scale"]).numpy()
-        err = np.abs(got.astype(np.int64) - ref.astype(np.int64))
-        bad = int((err > 0).sum())
-        per_slot[node] = {"mismatch": bad / max(err.size, 1),
-                          "max_error_lsb": int(err.max(initial=0))}
-        mismatched, total = mismatched + bad, total + err.size
-        worst = max(worst, int(err.max(initial=0)))
-    pred_onnx, pred_ref = ours.argmax(1), theirs.argmax(1)
-    report = {
-        "samples": int(x.shape[0]),
-        "executor": "qonnx",
-        "top1_agreement": float((pred_onnx == pred_ref).mean()),
-        "max_error_lsb": float(worst),
-        "code_mismatch": mismatched / max(total, 1),
-        "output_max_error_lsb": out_lsb,
-        "output_max_abs_error": float(diff.max()) if diff.size else 0.0,
-        "per_quantizer": per_slot,
+    file_codes = {
+        node: (np.round(np.asarray(context[quant_out[node]], np.float64) / info["scale"]),
+               info["scale"])
+        for node, info in by_node.items()
     }
-    if labels is not None:
-        y = labels.cpu().numpy()
-        report["onnx_accuracy"] = float((pred_onnx == y).mean())
-        report["model_accuracy"] = float((pred_ref == y).mean())
-    return report
+    output = context[wrapper.graph.output[0].name]
+    unit = next(iter(lsb.values()), None)
+    return {"executor": "qonnx",
+            **compare_with_model(model, x, output, unit, file_codes, labels)}
 
 
 def run_qonnx_export(checkpoint: Path, out: Path, samples: int = 512) -> dict[str, Any]:
