@@ -19,6 +19,7 @@ from mpsctl.search.supernet import Supernet
 from mpsctl.stages import build, state, summary
 from mpsctl.stages.layout import use_channels_last
 from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
+from mpsctl.stages.runlog import RunLog
 from mpsctl.train import evaluate, make_optimizer, make_schedule, temperature_at
 
 #: Recipe keys that, changed, make a saved run impossible to continue.
@@ -88,6 +89,7 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
     model = build.float_model(recipe, load_weights=saved is None)
     build.check_classes(model, bundle.input_shape, bundle.num_classes)
     loaders = build.loaders(recipe, bundle)
+    log = RunLog(recipe.run_dir, recipe.log.tensorboard, enabled=ctx.is_main)
     if ctx.is_main:
         state.ensure_writable(recipe.run_dir)
     last = recipe.run_dir / "last.pt"
@@ -97,7 +99,7 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
         if saved is None or saved["phase"] == "warmup":
             model.to(device)
             use_channels_last(recipe.channels_last, model, example, device)
-            _warmup(recipe, model, loaders, device, reporter, stop, saved, last)
+            _warmup(recipe, model, loaders, device, reporter, stop, saved, last, log)
             fp32 = evaluate(model, loaders.val, device)
             reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
             net = build.supernet_for(recipe, model.cpu(), bundle.input_shape).to(device)
@@ -112,13 +114,13 @@ def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict
         if use_channels_last(recipe.channels_last, net, example, device):
             reporter.log("channels-last layout: on (set channels_last: false to turn it off)")
         history = _search(recipe, net, loaders, device, reporter, stop, saved_search, last,
-                          bundle.input_shape, fp32)
+                          bundle.input_shape, fp32, log)
     in_sync = distributed.ranks_agree(net.arch_parameters())
     return _finish(recipe, net.cpu(), bundle.input_shape, fp32, history,
                    {"ranks": ctx.world_size, "ranks_in_sync": in_sync} if ctx.enabled else {})
 
 
-def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None:
+def _warmup(recipe, model, loaders, device, reporter, stop, saved, last, log) -> None:
     epochs = recipe.warmup.epochs
     opt, schedule = optimizer_for(model.parameters(), recipe.warmup.optimizer, epochs,
                                   len(loaders.train))
@@ -132,7 +134,7 @@ def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None
         "warmup", distributed.wrap(model, device), loaders.train, [opt],
         [schedule] if schedule else [], device,
         reporter, epochs, save=lambda s: _save_warmup(recipe, model, s, last),
-        after_epoch=after_epoch,
+        after_epoch=after_epoch, run_log=log,
     )
     position = LoopPosition()
     if saved is not None:
@@ -157,7 +159,8 @@ def _temperature(recipe: Recipe, epoch: int) -> float:
     return temperature_at(epoch, t.start, t.decay_for(recipe.search.epochs), t.min)
 
 
-def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last, shape, fp32):
+def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last, shape, fp32,
+            log):
     """Joint training of weights and architecture, evaluating the argmax model each epoch."""
     s = recipe.search
     steps = len(loaders.train)
@@ -194,6 +197,7 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
         [x for x in (sched_w, sched_a) if x is not None], device, reporter, s.epochs,
         save=save, after_epoch=after_epoch, before_epoch=before_epoch,
         cost_strengths=dict(s.cost), cost_fn=net.cost,
+        run_log=log, optimizer_names=("weights", "arch"), log_model=net,
     )
     position = loop.load(saved) if saved is not None else LoopPosition()
     return loop.run(position, stop)
