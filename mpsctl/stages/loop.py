@@ -142,19 +142,23 @@ class EpochLoop:
         finally:
             self.run_log.close()
 
-    def _log_entry(self, record: dict[str, Any], stats: EpochStats,
+    def _learning_rates(self) -> dict[str, float]:
+        return {
+            self.optimizer_names[i] if i < len(self.optimizer_names) else f"opt{i}":
+            float(opt.param_groups[0]["lr"]) for i, opt in enumerate(self.optimizers)
+        }
+
+    def _log_entry(self, record: dict[str, Any], stats: EpochStats, lr: dict[str, float],
                    seconds: float) -> dict[str, Any]:
-        """The run log's line: the stage's record plus what every loop knows."""
+        """The run log's line: the stage's record plus what every loop knows (``lr``: the
+        learning rates the epoch began with)."""
         entry = {"train_loss": stats.loss, "train_task_loss": stats.task_loss,
                  "train_accuracy": stats.accuracy, **record}
         if stats.costs:
             entry["expected_cost"] = dict(stats.costs)
         if self.cost_strengths:
             entry["strength"] = dict(self.cost_strengths)
-        entry["lr"] = {
-            self.optimizer_names[i] if i < len(self.optimizer_names) else f"opt{i}":
-            float(opt.param_groups[0]["lr"]) for i, opt in enumerate(self.optimizers)
-        }
+        entry["lr"] = lr
         entry["epoch_seconds"] = seconds
         return entry
 
@@ -170,7 +174,7 @@ class EpochLoop:
                 generator.set_state(position.loader_state)
             start_state = generator.get_state() if generator is not None else None
             totals = EpochTotals(**position.totals) if position.totals else None
-            started = time.perf_counter()
+            started, lr = time.perf_counter(), self._learning_rates()
             self.before_epoch(epoch)
             steps = len(self.loader)
             label = f"{self.phase} {epoch + 1}/{self.epochs}"
@@ -190,7 +194,7 @@ class EpochLoop:
             position.history.append(record)
             if self.run_log is not None:  # before last.pt: a resume drops it if that fails
                 self.run_log.epoch(self.phase, self._log_entry(
-                    record, stats, time.perf_counter() - started))
+                    record, stats, lr, time.perf_counter() - started))
             after = generator.get_state() if generator is not None else None
             position = LoopPosition(epoch + 1, None, after, position.history)
             self.save(self.state(position))

@@ -4,7 +4,7 @@ Every epoch loop (warm-up, search, fine-tuning) hands its finished epoch to one
 :class:`RunLog`, which appends one JSON object to ``<run_dir>/metrics.jsonl``: ``stage``,
 ``epoch`` (1-based within the stage), the training losses and accuracy, what the stage
 evaluates (soft and argmax accuracy, validation loss, hard cost per cost model,
-temperature), the cost ``strength``, each optimizer's ``lr`` at the end of the epoch and
+temperature), the cost ``strength``, each optimizer's ``lr`` as the epoch began, and
 the time (``epoch_seconds``; ``wall_time``, Unix time when the line was written). Each line
 is one ``write`` on a file opened for appending, then flushed to disk, so a reader following
 the file never sees half a line from a live run.
