@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mpsctl.cost.base import LayerGeometry, register_cost
+from mpsctl.cost.base import FunctionCostModel, LayerGeometry
 
 
 def weight_count(geom: LayerGeometry, cin: Tensor, cout: Tensor) -> Tensor:
@@ -14,6 +14,9 @@ def weight_count(geom: LayerGeometry, cin: Tensor, cout: Tensor) -> Tensor:
     return geom.k * (cin / geom.groups) * cout
 
 
-@register_cost("params_bit")
 def params_bit(geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor, cout: Tensor) -> Tensor:
     return weight_count(geom, cin, cout) * p_w
+
+
+def params_bit_model() -> FunctionCostModel:
+    return FunctionCostModel("params_bit", params_bit)

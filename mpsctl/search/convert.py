@@ -11,13 +11,14 @@ choices may prune channels and where each layer's input channels come from.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, fx, nn
 
-from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.base import CostModel, LayerGeometry
 from mpsctl.errors import ConversionError
+from mpsctl.quant.fused import use_compiled
 from mpsctl.quant.modules import make_activation_quantizer, make_weight_quantizer
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.graph import (
@@ -112,6 +113,8 @@ def _fold_batchnorm(layer: nn.Module, bn: nn.Module) -> None:
 class _Converter:
     def __init__(self, model: nn.Module, example: Tensor, space: SearchSpace) -> None:
         self.space = space
+        #: The quantizer path every quantizer of this supernet takes (fused or eager).
+        self.compiled = use_compiled(space.compile)
         self.gm = trace(copy.deepcopy(model).eval())
         try:
             with torch.no_grad():
@@ -382,7 +385,8 @@ class _Converter:
         clip = self.space.input_clip if is_input else self.space.act_clip
         options = {"clip": clip, **options}
         try:
-            quantizer = make_activation_quantizer(kind, bits, signed=signed, **options)
+            quantizer = make_activation_quantizer(kind, bits, signed=signed,
+                                                  compiled=self.compiled, **options)
         except (TypeError, ValueError) as exc:
             raise ConversionError(f"search.layers[{name}]: {exc}") from None
         return ActivationSlot(quantizer, PrecisionChoice(bits))
@@ -408,7 +412,8 @@ class _Converter:
             name = str(n.target)
             try:
                 quantizer = make_weight_quantizer(
-                    self.space.weight_quantizer_for(name), choice.bits, module.weight
+                    self.space.weight_quantizer_for(name), choice.bits, module.weight,
+                    self.compiled,
                 )
             except ValueError as exc:
                 raise ConversionError(f"search.layers[{name}]: {exc}") from None
@@ -511,6 +516,14 @@ class _NameOnly:
         self.target = target
 
 
-def build_supernet(model: nn.Module, example_input: Tensor, space: SearchSpace) -> Supernet:
-    """Convert ``model`` (never modified) into a :class:`Supernet` over ``space``."""
-    return _Converter(model, example_input, space).build()
+def build_supernet(
+    model: nn.Module,
+    example_input: Tensor,
+    space: SearchSpace,
+    cost_models: Mapping[str, CostModel] | None = None,
+) -> Supernet:
+    """Convert ``model`` (never modified) into a :class:`Supernet` over ``space``, measured
+    with ``cost_models`` (by name; names not given get the registry's defaults)."""
+    net = _Converter(model, example_input, space).build()
+    net.cost_models.update(cost_models or {})
+    return net

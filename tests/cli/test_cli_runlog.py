@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import write_recipe
 
-from mpsctl.stages.runlog import TENSORBOARD_MISSING, read_metrics
+from mpsctl.training.runlog import TENSORBOARD_MISSING, read_metrics
 
 SEARCH_FIELDS = {"stage", "epoch", "train_loss", "train_task_loss", "train_accuracy",
                  "soft_accuracy", "accuracy", "val_loss", "cost", "expected_cost", "temperature",

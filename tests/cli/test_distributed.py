@@ -12,7 +12,7 @@ import torch
 from conftest import write_recipe
 
 import mpsctl
-from mpsctl.stages.runlog import read_metrics
+from mpsctl.training.runlog import read_metrics
 
 pytestmark = pytest.mark.slow
 

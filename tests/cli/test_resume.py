@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import write_recipe
 
-from mpsctl.stages.runlog import read_metrics
+from mpsctl.training.runlog import read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -8,16 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mpsctl.cost.base import LayerGeometry, available_costs, get_cost, register_cost
+from mpsctl.cost.base import LayerGeometry
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import SearchSpace
+from mpsctl.targets import available_cost_models, build_cost_model, register_cost
 
 E1 = LayerGeometry("conv", cin=16, cout=32, kernel=(3, 3), out_hw=(32, 32))
 
 
 def _f(name, geom, p_in, p_w, cin, cout) -> float:
     t = torch.tensor
-    return get_cost(name)(geom, t(float(p_in)), t(float(p_w)), t(float(cin)), t(float(cout))).item()
+    f = build_cost_model(name).group_costs
+    return f(geom, t(float(p_in)), t(float(p_w)), t(float(cin)), t(float(cout))).item()
 
 
 class E1Net(nn.Module):
@@ -95,9 +97,9 @@ def test_grouped_depthwise_and_linear_formulas():
 
 
 def test_registry():
-    assert {"params_bit", "bitops", "ne16"} <= set(available_costs())
+    assert {"params_bit", "bitops", "ne16"} <= set(available_cost_models())
     with pytest.raises(KeyError, match="unknown cost model 'nope'"):
-        get_cost("nope")
+        build_cost_model("nope")
     with pytest.raises(ValueError, match="registered twice"):
         register_cost("params_bit")(lambda *a: None)
 

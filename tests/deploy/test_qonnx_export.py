@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -130,14 +129,14 @@ def test_sixteen_bits_keep_their_width(tmp_path: Path) -> None:
 
 
 def test_a_wrong_graph_fails_and_writes_nothing(mixed_mnist, tmp_path: Path, monkeypatch) -> None:
-    from mpsctl.deploy import qonnx as qonnx_export
-    from mpsctl.deploy.onnx_export import OnnxMismatchError
+    from mpsctl.deploy import export as export_module
+    from mpsctl.deploy.onnx_verify import OnnxMismatchError
 
     _, fixed, x = mixed_mnist
-    right = qonnx_export.build_qonnx
+    right = export_module.build_onnx
 
-    def two_bit_activations(model, example):  # every activation Quant cut to 2 bits
-        proto = right(model, example)
+    def two_bit_activations(model, example, variant):  # every activation Quant cut to 2 bits
+        proto = right(model, example, variant)
         quant_inputs = {n.input[3] for n in proto.graph.node
                         if n.op_type == "Quant" and "act_quants" in n.input[0]}
         for tensor in proto.graph.initializer:
@@ -145,24 +144,27 @@ def test_a_wrong_graph_fails_and_writes_nothing(mixed_mnist, tmp_path: Path, mon
                 tensor.CopyFrom(numpy_helper.from_array(np.float32(2), tensor.name))
         return proto
 
-    monkeypatch.setattr(qonnx_export, "build_qonnx", two_bit_activations)
+    monkeypatch.setattr(export_module, "build_onnx", two_bit_activations)
     path = tmp_path / "wrong.onnx"
-    with pytest.raises(OnnxMismatchError, match="QONNX model agrees"):
+    with pytest.raises(OnnxMismatchError, match="agrees with the fake-quant model on only"):
         export_onnx(fixed, x, path, "qonnx")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_qonnx_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_qonnx_is_one_line(mixed_mnist, tmp_path: Path, monkeypatch) -> None:
     for name in [n for n in sys.modules if n == "qonnx" or n.startswith("qonnx.")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "qonnx", None)
-    monkeypatch.delitem(sys.modules, "mpsctl.deploy.qonnx", raising=False)
+    monkeypatch.delitem(sys.modules, "mpsctl.deploy.qonnx_verify", raising=False)
+    _, fixed, x = mixed_mnist
     with pytest.raises(MissingExtraError) as err:
-        importlib.import_module("mpsctl.deploy.qonnx")
+        export_onnx(fixed, x, tmp_path / "q.onnx", "qonnx")
     assert str(err.value) == (
         "QONNX export needs the qonnx package (in the deploy extra): "
         "pip install 'mpsctl[deploy]'"
     )
+    assert list(tmp_path.iterdir()) == []
+    export_onnx(fixed, x, tmp_path / "i.onnx", "integer")  # the other variants still work
 
 
 def test_unknown_variant_lists_qonnx(mixed_mnist, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mpsctl.stages.runlog import (
+from mpsctl.training.runlog import (
     TENSORBOARD_MISSING,
     MissingPackageError,
     RunLog,

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpsctl.cost.base import LayerGeometry
-from mpsctl.cost.ne16 import ne16_layer_cycles
-from mpsctl.refine import channel_counts, refine_channel_assignment
+from mpsctl.targets.ne16 import ne16_layer_cycles
+from mpsctl.targets.refine import channel_counts, refine_channel_assignment
 
 E1 = LayerGeometry("conv", cin=16, cout=32, kernel=(3, 3), out_hw=(32, 32))
 GEOMS = [

@@ -2,16 +2,23 @@
 
 NE16 computes output channels in tiles, so a partially filled tile wastes cycles: promoting a
 few channels to a higher precision can make the layer *cheaper*. This module searches such
-promotions in integer channel counts, for any latency function of the counts, and decides
-which channels move. It knows nothing of checkpoints or the CLI.
+promotions in integer channel counts, for any latency function of the counts, decides which
+channels move, and applies that to every per-channel choice of a supernet under a target's
+cost model (:func:`refine_supernet`). It knows nothing of checkpoints or the CLI.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from mpsctl.cost.base import CostModel
+
+if TYPE_CHECKING:  # the supernet imports the cost registry, which imports targets
+    from mpsctl.search.supernet import Supernet
 
 #: Latency of a layer given its output channels per precision, ``{bits: count}``.
 LatencyFn = Callable[[dict[int, int]], int]
@@ -125,3 +132,55 @@ def _apply_moves(current: Tensor, moves: list[Move], logits: Tensor) -> Tensor:
         chosen = sorted(candidates, key=lambda c: (-scores[c], c))[:count]
         current[chosen] = dst
     return current
+
+
+def _act_bits(layer) -> int:
+    """The precision of the activations a layer reads, at the current assignment."""
+    slot = layer.input_slot
+    return slot.bits[int(slot.choice.assignment())]
+
+
+def exact_layer_costs(net: Supernet, model: CostModel) -> dict[str, float | int]:
+    """Exact cost of every layer under ``model`` at the current (argmax or frozen) assignment."""
+    out = {}
+    for name, layer in net.layers():
+        choice = layer.choice
+        index = choice.assignment()
+        if choice.per_channel:
+            counts = channel_counts(index, choice.bits)
+        else:
+            counts = {choice.bits[int(index)]: layer.geometry.cout}
+        out[name] = model.exact_layer_cost(layer.geometry, counts, layer.kept_in_channels(),
+                                           _act_bits(layer))
+    return out
+
+
+def refine_supernet(net: Supernet, model: CostModel) -> tuple[list[str], list[str]]:
+    """Refine every per-channel choice in place under ``model`` (frozen afterwards); returns
+    refined and left-alone choice names."""
+    members: dict[int, list] = {}
+    for _, layer in net.layers():
+        members.setdefault(id(layer.choice), []).append(layer)
+    refined, skipped = [], []
+    for name, choice in list(net.choices()):
+        if not name.startswith("weight.") or not choice.per_channel:
+            choice.freeze()
+            if name.startswith("weight."):
+                skipped.append(name)
+            continue
+        layers = members.get(id(choice), [])
+        cins = [layer.kept_in_channels() for layer in layers]
+        acts = [_act_bits(layer) for layer in layers]
+
+        def latency(counts: dict[int, int], layers=layers, cins=cins, acts=acts) -> int:
+            return sum(model.exact_layer_cost(layer.geometry, counts, cin, act)
+                       for layer, cin, act in zip(layers, cins, acts, strict=True))
+
+        before = choice.assignment()
+        # A refined (frozen) choice has no logits left; its one-hot serves, and a second
+        # refine finds nothing to move anyway.
+        logits = choice.alpha.detach() if choice.alpha is not None else choice.one_hot()
+        after = refine_channel_assignment(before, choice.bits, logits, latency)
+        choice.freeze(after)
+        refined.append(name)
+    return refined, skipped
