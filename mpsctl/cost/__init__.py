@@ -4,6 +4,12 @@
 Hardware targets and the registry of every cost model by name live in :mod:`mpsctl.targets`.
 """
 
-from mpsctl.cost.base import CostModel, FunctionCostModel, LayerCostFn, LayerGeometry
+from mpsctl.cost.base import (
+    CostModel,
+    FunctionCostModel,
+    LayerCostFn,
+    LayerGeometry,
+    LayerKind,
+)
 
-__all__ = ["CostModel", "FunctionCostModel", "LayerCostFn", "LayerGeometry"]
+__all__ = ["CostModel", "FunctionCostModel", "LayerCostFn", "LayerGeometry", "LayerKind"]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mpsctl.enums import StrEnum
+
 #: A cost function evaluates ``f(p_in, p_w, cin, cout)`` for every pair of candidate input
 #: precision ``p_in`` (shape ``(n_in, 1)``) and weight precision ``p_w`` (shape ``(1, n_w)``),
 #: with ``cin`` the (possibly fractional) effective input channel count and ``cout`` the
@@ -16,21 +18,32 @@ from torch import Tensor
 LayerCostFn = Callable[["LayerGeometry", Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
+class LayerKind(StrEnum):
+    """What a cost model needs to know of a layer's structure."""
+
+    CONV = "conv"  #: a convolution; ``groups`` may be > 1
+    DEPTHWISE = "depthwise"  #: ``groups == cin == cout``
+    LINEAR = "linear"
+
+
 @dataclass(frozen=True)
 class LayerGeometry:
     """Static shape of one convolution or linear layer.
 
-    ``kind`` is ``"conv"`` (groups may be > 1), ``"depthwise"`` (groups == cin == cout)
-    or ``"linear"``. Conv1d layers use ``kernel = (k, 1)`` and ``out_hw = (length, 1)``;
-    linear layers use ``kernel = (1, 1)`` and ``out_hw = (1, 1)``.
+    ``kind`` is a :class:`LayerKind` (a plain string such as ``"conv"`` is converted).
+    Conv1d layers use ``kernel = (k, 1)`` and ``out_hw = (length, 1)``; linear layers use
+    ``kernel = (1, 1)`` and ``out_hw = (1, 1)``.
     """
 
-    kind: str
+    kind: LayerKind
     cin: int
     cout: int
     kernel: tuple[int, int] = (1, 1)
     out_hw: tuple[int, int] = (1, 1)
     groups: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", LayerKind(self.kind))
 
     @property
     def k(self) -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mpsctl.cost.base import FunctionCostModel, LayerGeometry
+from mpsctl.cost.base import FunctionCostModel, LayerGeometry, LayerKind
 
 
 def weight_count(geom: LayerGeometry, cin: Tensor, cout: Tensor) -> Tensor:
     """Number of weights of the layer with ``cin`` input and ``cout`` output channels."""
-    if geom.kind == "depthwise":
+    if geom.kind == LayerKind.DEPTHWISE:
         return geom.k * cout
     return geom.k * (cin / geom.groups) * cout
 

@@ -26,7 +26,7 @@ from mpsctl.deploy.integer import (
     integer_layer,
 )
 from mpsctl.errors import UserError
-from mpsctl.search.graph import ShapeRecorder, classify, is_relu, shape_of
+from mpsctl.search.graph import NodeKind, ShapeRecorder, classify, is_relu, shape_of
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
 from mpsctl.search.supernet import Supernet
 from mpsctl.version import __version__
@@ -159,23 +159,23 @@ class GraphExporter:
         for node in self.gm.graph.nodes:
             kind = classify(node, self.modules, self.layer_names)
             args = [env.get(a) for a in node.all_input_nodes]
-            if kind == "input":
+            if kind == NodeKind.INPUT:
                 env[node] = self._input(node)
-            elif kind == "output":
+            elif kind == NodeKind.OUTPUT:
                 self._output(node, env)
-            elif kind == "shape":
+            elif kind == NodeKind.SHAPE:
                 env[node] = None
-            elif kind == "quant":
+            elif kind == NodeKind.QUANT:
                 # relu: a ReLU the converter folded into the quantizer call
                 relu = bool(node.kwargs.get("relu"))
                 env[node] = self._slot(node, args[0], self.modules[node.target], relu)
-            elif kind == "layer":
+            elif kind == NodeKind.LAYER:
                 env[node] = self._layer(node, args[0], self.modules[node.target])
-            elif kind == "add":
+            elif kind == NodeKind.ADD:
                 env[node] = self._add(node, *[env[a] for a in node.all_input_nodes])
-            elif kind in ("value", "flatten"):
+            elif kind in (NodeKind.VALUE, NodeKind.FLATTEN):
                 env[node] = self._value(node, args[0], kind)
-            elif kind == "channel":
+            elif kind == NodeKind.CHANNEL:
                 env[node] = self._avgpool(node, args[0])
             else:
                 raise self._unsupported(node)
@@ -307,7 +307,7 @@ class GraphExporter:
 
     def _value(self, node: fx.Node, value: Value, kind: str) -> Value:
         module = self.modules.get(node.target) if node.op == "call_module" else None
-        if kind == "flatten":
+        if kind == NodeKind.FLATTEN:
             return self._flatten(node, value)
         if is_relu(node, self.modules):
             six = isinstance(module, _RELU6) or node.target is F.relu6

@@ -16,7 +16,7 @@ from torch import Tensor, fx, nn
 from mpsctl.cost.base import CostModel
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.expected import expected_theta, hard_theta, layer_cost
-from mpsctl.search.layers import ActivationSlot, SearchableLayer
+from mpsctl.search.layers import ActivationSlot, LayerOp, SearchableLayer
 from mpsctl.targets.registry import build_cost_model
 
 
@@ -80,7 +80,7 @@ class Supernet(nn.Module):
         faster (oneDNN's NCHW kernels are slow, above all for 3-channel inputs); the
         activation quantizers work in memory order either way."""
         for _, layer in self.layers():
-            layer.channels_last = bool(enabled) and layer.op == "conv2d"
+            layer.channels_last = bool(enabled) and layer.op == LayerOp.CONV2D
 
     def set_temperature(self, temperature: float) -> None:
         for _, choice in self.choices():

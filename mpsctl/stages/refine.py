@@ -15,9 +15,7 @@ from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import UserError
 from mpsctl.stages import summary
-from mpsctl.targets.refine import exact_layer_costs, refine_supernet
-
-TARGETS = ("ne16",)
+from mpsctl.targets.refine import TARGETS, exact_layer_costs, refine_supernet
 
 
 def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import CostModel, LayerGeometry
+from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
 from mpsctl.cost.rounding import Quantity, cdiv, fdiv, if_nonzero, mod
 from mpsctl.errors import UserError
 from mpsctl.targets.constants import read_constants_file
 
-KINDS = ("conv", "depthwise", "linear")
+KINDS = tuple(kind.value for kind in LayerKind)
 
 DEFAULT_CONSTANTS_PATH = Path(__file__).parents[2] / "configs" / "targets" / "ne16.yaml"
 
@@ -161,7 +161,7 @@ def ne16_job_cycles(
     if kind not in KINDS:
         raise ValueError(f"NE16 latency: unknown layer kind {kind!r}; expected one of {KINDS}")
     c = constants if constants is not None else default_constants()
-    if kind == "linear":
+    if kind == LayerKind.LINEAR:
         kernel, out_hw = (1, 1), (1, 1)
     kh, kw = kernel
     ho, wo = out_hw
@@ -170,16 +170,17 @@ def ne16_job_cycles(
     _check_numbers(ko=ko, ki=ki, bits=bits)
     n3, n1 = _decompose(kh, kw)
     n_sp = cdiv(ho, c.spatial_tile) * cdiv(wo, c.spatial_tile)
+    depthwise = kind == LayerKind.DEPTHWISE
     total: Quantity = 0
     if n3:
-        total = total + n3 * _tiles("depthwise" if kind == "depthwise" else "3x3", ko, ki, bits, c)
+        total = total + n3 * _tiles("depthwise" if depthwise else "3x3", ko, ki, bits, c)
     if n1:
-        total = total + n1 * _tiles("depthwise" if kind == "depthwise" else "1x1", ko, ki, bits, c)
+        total = total + n1 * _tiles("depthwise" if depthwise else "1x1", ko, ki, bits, c)
     return n_sp * total
 
 
 def _conv_groups(geom: LayerGeometry) -> int:
-    return geom.groups if geom.kind == "conv" and geom.groups > 1 else 1
+    return geom.groups if geom.kind == LayerKind.CONV and geom.groups > 1 else 1
 
 
 def ne16_layer_cycles(
@@ -215,11 +216,11 @@ def ne16_supported(geom: LayerGeometry) -> bool:
     grouped convs that are not depthwise, and depthwise convs with another kernel (the engine
     has only a 3x3 depthwise mode; the model still returns a decomposition estimate for them).
     """
-    if geom.kind == "linear":
+    if geom.kind == LayerKind.LINEAR:
         return True
-    if geom.kind == "depthwise":
+    if geom.kind == LayerKind.DEPTHWISE:
         return tuple(geom.kernel) == (3, 3)
-    return geom.kind == "conv" and geom.groups == 1
+    return geom.kind == LayerKind.CONV and geom.groups == 1
 
 
 class NE16CostModel(CostModel):

@@ -20,6 +20,9 @@ from mpsctl.cost.base import CostModel
 if TYPE_CHECKING:  # the supernet imports the cost registry, which imports targets
     from mpsctl.search.supernet import Supernet
 
+#: The cost models whose tiles make promotions pay off (``mpsctl refine --target``).
+TARGETS = ("ne16",)
+
 #: Latency of a layer given its output channels per precision, ``{bits: count}``.
 LatencyFn = Callable[[dict[int, int]], int]
 
