@@ -30,6 +30,12 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue from the run's last.pt.")
 ]
+TensorBoardOpt = Annotated[
+    bool, typer.Option("--tensorboard",
+                       help="Also write TensorBoard event files (same as log.tensorboard=true).")
+]
+#: What --tensorboard adds to the recipe overrides.
+TENSORBOARD_OVERRIDE = "log.tensorboard=true"
 CkptArg = Annotated[
     str | None, typer.Argument(help="Checkpoint; default: the newest under ./runs.")
 ]
@@ -135,6 +141,7 @@ def search(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show layers and costs only.")] = False,
     resume: ResumeOpt = False,
+    tensorboard: TensorBoardOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -145,7 +152,8 @@ def search(
         from mpsctl.stages.search import dry_run as do_dry_run
         from mpsctl.stages.search import run_search
 
-        loaded = load_recipe(recipe, overrides or [])
+        extra = [TENSORBOARD_OVERRIDE] if tensorboard else []
+        loaded = load_recipe(recipe, (overrides or []) + extra)
         if dry_run:
             return do_dry_run(loaded)
         return run_search(loaded, _reporter(quiet, as_json), resume=resume)
@@ -273,14 +281,15 @@ def export(
         str | None, typer.Option("--onnx", help="Also write an integer ONNX model here.")
     ] = None,
     onnx_variant: Annotated[
-        str, typer.Option("--onnx-variant", help="integer (integer-only ops) or qdq.")
+        str, typer.Option("--onnx-variant",
+                          help="integer (integer-only ops), qdq, or qonnx (real bit-widths).")
     ] = "integer",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fixed-precision model from a search/refine checkpoint; writes export.pt.
 
-    With --onnx, also writes the integer ONNX graph, verified with onnxruntime.
+    With --onnx, also writes the ONNX graph (integer, QDQ or QONNX), verified by running it.
     """
 
     def action():
@@ -300,11 +309,14 @@ def export(
 def finetune(
     args: Annotated[list[str] | None, typer.Argument(help="[CKPT] [key=value ...]")] = None,
     resume: ResumeOpt = False,
+    tensorboard: TensorBoardOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Quantization-aware fine-tuning of an exported model; writes finetune.pt."""
     path, overrides = _split(args)
+    if tensorboard:
+        overrides.append(TENSORBOARD_OVERRIDE)
 
     def action():
         from mpsctl.stages.common import pick_checkpoint

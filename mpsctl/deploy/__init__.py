@@ -1,10 +1,13 @@
-"""Deployment: integer-only (or QDQ) ONNX export of a fixed-precision model, checked with
-onnxruntime. Needs the ``deploy`` extra (onnx, onnxruntime); importing this package does not.
+"""Deployment: integer-only, QDQ or QONNX export of a fixed-precision model, each checked by
+running the file (onnxruntime; ``qonnx``'s executor for QONNX). Needs the ``deploy`` extra
+(onnx, onnxruntime, qonnx); importing this package does not.
 
 By job: ``integer`` (integer arithmetic of a fixed model: grids, layers, requantisers),
-``onnx_graph`` (the graph under construction and the walk both exporters share),
-``onnx_integer`` and ``onnx_qdq`` (one exporter per variant), ``onnx_verify`` (onnxruntime
-against the fake-quant model), ``export`` (pick the exporter, write, verify).
+``onnx_graph`` (the graph under construction and the walk the exporters share),
+``onnx_integer``, ``onnx_qdq`` and ``onnx_qonnx`` (one exporter per variant), ``onnx_verify``
+(onnxruntime against the fake-quant model, and the comparison every check shares),
+``qonnx_verify`` (``qonnx``'s cleanup and executor), ``export`` (pick the exporter, write,
+verify).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ __all__ = ["DEPLOY_EXTRA", "ONNX_MISSING", "MissingExtraError", "deployment_supp
 def export_onnx(
     model, example, path: Path, variant: str = "integer", labels=None
 ) -> dict[str, Any]:
-    """Write ``model`` (a fixed-precision Supernet) as ONNX and check it on ``example``
-    (given the same input codes, every quantizer within 1 LSB of the fake-quant model and
-    99 % of top-1 predictions agreeing, else nothing is written)."""
+    """Write ``model`` (a fixed-precision Supernet) as ONNX (``variant``: integer, qdq or
+    qonnx) and check it on ``example`` (given the same input codes, every quantizer within
+    1 LSB of the fake-quant model and 99 % of top-1 predictions agreeing, else nothing is
+    written)."""
     from mpsctl.deploy.export import export_onnx as _export
 
     return _export(model, example, path, variant, labels)

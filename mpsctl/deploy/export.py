@@ -1,6 +1,6 @@
-"""ONNX export of a fixed-precision fake-quant model, checked with onnxruntime.
+"""ONNX export of a fixed-precision fake-quant model, checked by running the file.
 
-Two variants:
+Three variants:
 
 - ``integer`` (default): integer-only arithmetic from the first quantizer to the last layer.
   The float input is quantized to codes (the same float32 operations as the fake-quant
@@ -21,8 +21,11 @@ Two variants:
   Conv / Gemm with dequantized int8 weights and int32 biases, the form other runtimes fuse
   into their own integer kernels. QuantizeLinear divides and rounds half to even, so the
   unsigned PACT floor is emulated by shifting by ``ε − ½`` of a step first.
+- ``qonnx``: QONNX ``Quant`` nodes with the real bit-width of every weight group, bias and
+  activation (``mpsctl.deploy.onnx_qonnx``), for arbitrary-precision toolchains.
 
-Every export is run with onnxruntime against the fake-quant model; see :func:`verify_onnx`.
+Every export is run against the fake-quant model, with onnxruntime (:func:`verify_onnx`) or,
+for QONNX, with ``qonnx``'s executor (``mpsctl.deploy.qonnx_verify``).
 Per-tensor bit-widths, scales and the requantisation constants are written to the model's
 ``metadata_props``.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ from torch import Tensor
 from mpsctl.deploy.onnx_graph import OPSET, GraphExporter, OnnxExportError, onnx
 from mpsctl.deploy.onnx_integer import IntegerExporter
 from mpsctl.deploy.onnx_qdq import QDQExporter
+from mpsctl.deploy.onnx_qonnx import QonnxExporter
 from mpsctl.deploy.onnx_verify import (
     MAX_ERROR_LSB,
     MIN_TOP1_AGREEMENT,
@@ -50,27 +55,47 @@ from mpsctl.errors import UserError
 from mpsctl.search.supernet import Supernet
 
 #: Each ``--onnx-variant`` and the exporter that writes it.
-EXPORTERS: dict[str, type[GraphExporter]] = {"integer": IntegerExporter, "qdq": QDQExporter}
+EXPORTERS: dict[str, type[GraphExporter]] = {
+    "integer": IntegerExporter, "qdq": QDQExporter, "qonnx": QonnxExporter,
+}
 VARIANTS = tuple(EXPORTERS)
 
 __all__ = ["EXPORTERS", "VARIANTS", "OnnxExportError", "OnnxMismatchError", "build_onnx",
-           "deployment_support", "export_onnx", "verify_onnx"]
+           "check_variant", "deployment_support", "export_onnx", "verify_onnx"]
+
+
+def check_variant(variant: str) -> str:
+    """``variant`` if it is one of :data:`VARIANTS`, else a one-line :class:`UserError`."""
+    if variant not in EXPORTERS:
+        raise UserError(
+            f"unknown ONNX variant {variant!r} (--onnx-variant: choose one of "
+            f"{', '.join(VARIANTS)})"
+        )
+    return variant
 
 
 def build_onnx(model: Supernet, example: Tensor, variant: str = "integer") -> onnx.ModelProto:
     """The ONNX model of a fixed-precision ``model`` (``example`` fixes the input shape)."""
-    if variant not in EXPORTERS:
-        raise UserError(
-            f"unknown ONNX variant {variant!r} (choose one of {', '.join(VARIANTS)})"
-        )
-    return EXPORTERS[variant](model, example).build()
+    return EXPORTERS[check_variant(variant)](model, example).build()
+
+
+def _verifier(variant: str) -> Callable[..., dict[str, Any]]:
+    """How a file of ``variant`` is checked: QONNX by ``qonnx`` (imported only then: a
+    missing package is a one-line error before anything is written), the others by
+    onnxruntime."""
+    if variant == "qonnx":
+        from mpsctl.deploy.qonnx_verify import verify_qonnx
+
+        return verify_qonnx
+    return verify_onnx
 
 
 def export_onnx(
     model: Supernet, example: Tensor, path: Path, variant: str = "integer",
     labels: Tensor | None = None,
 ) -> dict[str, Any]:
-    """Write ``model`` to ``path`` as ONNX, run it with onnxruntime on ``example`` and compare.
+    """Write ``model`` to ``path`` as ONNX, run it (onnxruntime; ``qonnx`` for QONNX) on
+    ``example`` and compare.
 
     Raises :class:`OnnxMismatchError` (and leaves no file) when the ONNX arithmetic differs
     from the fake-quant model's: some quantizer more than ``MAX_ERROR_LSB`` off given the same
@@ -78,13 +103,14 @@ def export_onnx(
     A free-running disagreement (round-off of the float32 fake-quant model grown along the
     network) is reported as a warning: it says how far the PyTorch evaluation can be trusted.
     """
+    verify = _verifier(check_variant(variant))
     onnx_model = build_onnx(model, example, variant)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(onnx_model, str(tmp))
     try:
-        check = verify_onnx(tmp, model, example, labels)
+        check = verify(tmp, model, example, labels)
         if (check["max_error_lsb"] > MAX_ERROR_LSB
                 or check["forced_top1_agreement"] < MIN_TOP1_AGREEMENT):
             raise OnnxMismatchError(

@@ -153,6 +153,11 @@ class GraphExporter:
     #: The ``--onnx-variant`` name, and whether activations travel as integer codes.
     variant = ""
     integer = False
+    #: The operator sets the graph imports; the widest codes the variant stores; whether
+    #: the runtimes it targets accumulate in int32 (then a possible overflow is refused).
+    opsets: tuple[tuple[str, int], ...] = (("", OPSET),)
+    max_code_bits = MAX_CODE_BITS
+    int32_accumulators = True
 
     def __init__(self, model: Supernet, example: Tensor) -> None:
         if not model.is_fixed:
@@ -207,7 +212,8 @@ class GraphExporter:
         graph = helper.make_graph(self.g.nodes, "mpsctl", self.inputs, self.outputs,
                                   self.g.initializers)
         model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mpsctl"
+            graph, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets],
+            producer_name="mpsctl",
         )
         model.ir_version = IR_VERSION
         helper.set_model_props(model, self._metadata())
@@ -366,10 +372,10 @@ class GraphExporter:
     def _slot(self, node: fx.Node, value: Value, slot: ActivationSlot,
               relu: bool = False) -> Value:
         grid = act_grid(slot)
-        if grid.bits > MAX_CODE_BITS:
+        if grid.bits > self.max_code_bits:
             raise IntegerExportError(
                 f"activation quantizer '{self.slot_names[id(slot)]}' has {grid.bits} bits; "
-                f"ONNX export stores codes as int8/uint8 (up to {MAX_CODE_BITS} bits)"
+                f"ONNX export stores codes as int8/uint8 (up to {self.max_code_bits} bits)"
             )
         return self._quantizer(node, value, slot, grid, relu)
 
@@ -398,8 +404,9 @@ class GraphExporter:
                 f"layer '{name}' does not read the codes of its own input quantizer "
                 "(an op between them that ONNX export cannot express)"
             )
-        il = integer_layer(name, layer)
-        il.check_overflow()
+        il = integer_layer(name, layer, self.max_code_bits)
+        if self.int32_accumulators:
+            il.check_overflow()
         rank = len(shape_of(node))
         out = self._write_layer(il, value, rank)
         bound = il.accumulator_bound()

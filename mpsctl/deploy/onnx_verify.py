@@ -1,4 +1,5 @@
-"""Checking an exported ONNX file with onnxruntime against the fake-quant model it came from."""
+"""Checking an exported ONNX file with onnxruntime against the fake-quant model it came from,
+and the comparison every runtime's check shares (:func:`compare_with_model`)."""
 
 from __future__ import annotations
 
@@ -65,14 +66,28 @@ def verify_onnx(
     x = batch.detach().float().cpu()
     results = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     got = dict(zip(output_names + list(codes), results, strict=True))
-    by_node = {info["node"]: got[name] for name, info in codes.items()}
+    file_codes = {info["node"]: (got[name], info["scale"]) for name, info in codes.items()}
+    return compare_with_model(model, x, got[output_names[0]], lsb.get(output_names[0]),
+                              file_codes, labels)
+
+
+def compare_with_model(
+    model: Supernet, x: Tensor, output: np.ndarray, unit: dict | None,
+    codes: dict[str, tuple[np.ndarray, float]], labels: Tensor | None = None,
+) -> dict[str, Any]:
+    """What an exported file computed on ``x``, against the fake-quant model (the report
+    :func:`verify_onnx` describes), whichever runtime ran the file.
+
+    ``output``: the file's first output; ``unit``: its LSB (``{"lsb", "axis"}``, or None);
+    ``codes``: fx node of each activation quantizer → (the codes the file computed there,
+    that quantizer's scale).
+    """
+    by_node = {node: np.asarray(got) for node, (got, _) in codes.items()}
     free_out, free_nodes = _reference(model, x, set(by_node))
     forced_out, forced_nodes = _reference(model, x, set(by_node), force=by_node)
-
-    ours = got[output_names[0]].astype(np.float64)
+    ours = np.asarray(output, dtype=np.float64)
     forced, free = forced_out.double().numpy(), free_out.double().numpy()
     diff = np.abs(ours - forced)
-    unit = lsb.get(output_names[0])
     if unit is not None:
         scale = np.asarray(unit["lsb"], dtype=np.float64)
         scale = scale.reshape(channel_shape(scale.size, diff.ndim, unit["axis"]))
@@ -81,12 +96,11 @@ def verify_onnx(
         out_lsb = float("nan")
     per_slot: dict[str, dict[str, float]] = {}
     totals = {"forced": [0, 0, 0], "free": [0, 0, 0]}  # mismatched, total, worst
-    for name, info in codes.items():
-        node = info["node"]
+    for node, (got, step) in codes.items():
         entry = per_slot.setdefault(node, {})
         for label, ref_nodes in (("forced", forced_nodes), ("free", free_nodes)):
-            ref = torch.round(ref_nodes[node].double() / info["scale"]).numpy()
-            err = np.abs(got[name].astype(np.int64) - ref.astype(np.int64))
+            ref = torch.round(ref_nodes[node].double() / step).numpy()
+            err = np.abs(np.asarray(got).astype(np.int64) - ref.astype(np.int64))
             bad, worst = int((err > 0).sum()), int(err.max(initial=0))
             prefix = "" if label == "forced" else "drift_"
             entry[f"{prefix}mismatch"] = bad / max(err.size, 1)

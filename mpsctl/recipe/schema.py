@@ -471,6 +471,14 @@ class FinetuneConfig(Section):
     optimizer: OptimizerConfig = _optimizer(1e-4)
 
 
+class LogConfig(Section):
+    """Run tracking. ``runs/<name>/metrics.jsonl`` is always written (one line per epoch);
+    ``tensorboard: true`` also writes TensorBoard event files under ``runs/<name>/tb/``
+    (needs the ``tensorboard`` package: ``pip install 'mpsctl[log]'``)."""
+
+    tensorboard: Bool = False
+
+
 class Recipe(Section):
     """One run, end to end: model, data, warm-up, search and fine-tuning."""
 
@@ -487,6 +495,7 @@ class Recipe(Section):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
     @field_validator("name")
     @classmethod

@@ -107,6 +107,10 @@ def run_export_command(
 ) -> dict[str, Any]:
     """`mpsctl export [--onnx FILE]`: export a search/refine checkpoint, and/or write the
     verified integer ONNX graph of an exported (or fine-tuned) model."""
+    if onnx:
+        from mpsctl.deploy.export import check_variant
+
+        check_variant(variant)  # before a search checkpoint is exported
     stage = state.read(path)["stage"] if onnx else None
     if onnx and stage in ("export", "finetune"):
         result = run_onnx_export(Path(path), Path(onnx), variant)

@@ -22,6 +22,7 @@ from mpsctl.training.epoch import evaluate
 from mpsctl.training.layout import use_channels_last
 from mpsctl.training.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
 from mpsctl.training.optim import optimizer_for
+from mpsctl.training.runlog import RunLog
 
 
 def run_finetune(
@@ -41,6 +42,9 @@ def run_finetune(
     saved = _resume_state(last) if resume else None
     if saved is not None:
         net.load_state_dict(saved["model_state"])
+    log = RunLog(last.parent, recipe.log.tensorboard, enabled=ctx.is_main)
+    # the precisions stay fixed: the run log shows the same hard cost every epoch
+    fixed_cost = summary.costs(net, summary.cost_names(recipe.search.cost, net), hard=True)
     net.to(device)
     use_channels_last(recipe.channels_last, net, build.example_input(bundle.input_shape), device)
     f = recipe.finetune
@@ -61,7 +65,8 @@ def run_finetune(
         if val["accuracy"] > best["accuracy"]:
             best = {**val, "epoch": epoch + 1}
             best_state = copy.deepcopy(net.state_dict())
-        return {"epoch": epoch + 1, "train_loss": stats.loss, **val}
+        return {"epoch": epoch + 1, "train_loss": stats.loss, "accuracy": val["accuracy"],
+                "val_loss": val["loss"], "cost": fixed_cost}
 
     def save(loop_state: dict) -> None:
         data = state.payload("finetune", recipe, net, bundle.input_shape, best=best,
@@ -71,7 +76,7 @@ def run_finetune(
 
     loop = EpochLoop("finetune", distributed.wrap(net, device), loaders.train, [opt],
                      [schedule] if schedule else [], device, reporter, f.epochs, save=save,
-                     after_epoch=after_epoch)
+                     after_epoch=after_epoch, run_log=log, log_model=net)
     position = loop.load(saved) if saved is not None else LoopPosition()
     stop = StopFlag()
     with sigint_stops(stop):

@@ -24,6 +24,7 @@ from mpsctl.training.epoch import evaluate
 from mpsctl.training.layout import use_channels_last
 from mpsctl.training.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
 from mpsctl.training.optim import optimizer_for, temperature_at
+from mpsctl.training.runlog import RunLog
 
 #: Recipe keys that, changed, make a saved run impossible to continue.
 RESUME_KEYS = (
@@ -100,6 +101,7 @@ def run_search(
     loaders = build.loaders(recipe, bundle)
     for warning in build.input_range_warnings(recipe, bundle):
         reporter.log(f"warning: {warning}")
+    log = RunLog(recipe.run_dir, recipe.log.tensorboard, enabled=ctx.is_main)
     if ctx.is_main:
         state.ensure_writable(recipe.run_dir)
     last = recipe.run_dir / "last.pt"
@@ -109,7 +111,7 @@ def run_search(
         if saved is None or saved["phase"] == "warmup":
             model.to(device)
             use_channels_last(recipe.channels_last, model, example, device)
-            _warmup(recipe, model, loaders, device, reporter, stop, saved, last)
+            _warmup(recipe, model, loaders, device, reporter, stop, saved, last, log)
             fp32 = {**evaluate(model, loaders.val, device),
                     **common.test_metrics(model, loaders.test, device)}
             reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
@@ -130,7 +132,7 @@ def run_search(
         if use_channels_last(recipe.channels_last, net, example, device):
             reporter.log("channels-last layout: on (set channels_last: false to turn it off)")
         history = _search(recipe, net, loaders, device, reporter, stop, saved_search, last,
-                          bundle.input_shape, fp32, bounds)
+                          bundle.input_shape, fp32, bounds, log)
     extra = {}
     if bounds:
         extra["projection"] = budgets.enforce(net, bounds, reporter)
@@ -169,7 +171,9 @@ def run_warmup(recipe: Recipe, reporter: Reporter, weights: Path) -> dict[str, A
         model.to(device)
         use_channels_last(recipe.channels_last, model, build.example_input(bundle.input_shape),
                           device)
-        _warmup(recipe, model, loaders, device, reporter, stop, None, recipe.run_dir / "last.pt")
+        log = RunLog(recipe.run_dir, recipe.log.tensorboard, enabled=ctx.is_main)
+        _warmup(recipe, model, loaders, device, reporter, stop, None, recipe.run_dir / "last.pt",
+                log)
     fp32 = {**evaluate(model, loaders.val, device),
             **common.test_metrics(model, loaders.test, device)}
     reporter.log(f"fp32 model: validation accuracy {fp32['accuracy']:.4f}")
@@ -182,7 +186,7 @@ def run_warmup(recipe: Recipe, reporter: Reporter, weights: Path) -> dict[str, A
     return fp32
 
 
-def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None:
+def _warmup(recipe, model, loaders, device, reporter, stop, saved, last, log) -> None:
     epochs = recipe.warmup.epochs
     opt, schedule = optimizer_for(model.parameters(), recipe.warmup.optimizer, epochs,
                                   len(loaders.train))
@@ -196,7 +200,7 @@ def _warmup(recipe, model, loaders, device, reporter, stop, saved, last) -> None
         "warmup", distributed.wrap(model, device), loaders.train, [opt],
         [schedule] if schedule else [], device,
         reporter, epochs, save=lambda s: _save_warmup(recipe, model, s, last),
-        after_epoch=after_epoch,
+        after_epoch=after_epoch, run_log=log,
     )
     position = LoopPosition()
     if saved is not None:
@@ -222,7 +226,7 @@ def _temperature(recipe: Recipe, epoch: int) -> float:
 
 
 def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last, shape, fp32,
-            bounds: dict[str, float]):
+            bounds: dict[str, float], log):
     """Joint training of weights and architecture, evaluating the argmax model each epoch.
     With budgets, their strengths adapt every step (:class:`DualAscent`)."""
     s = recipe.search
@@ -274,6 +278,7 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
         cost_strengths=dict(s.cost), cost_fn=net.cost,
         penalty=dual.penalty if dual is not None else None,
         extra_state=(lambda: {"budget": dual.state_dict()}) if dual is not None else dict,
+        run_log=log, optimizer_names=("weights", "arch"), log_model=net,
     )
     position = loop.load(saved) if saved is not None else LoopPosition()
     return loop.run(position, stop)

@@ -12,6 +12,7 @@ import torch
 from conftest import write_recipe
 
 import mpsctl
+from mpsctl.training.runlog import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +50,9 @@ def test_two_process_search_writes_one_checkpoint_in_sync(cli, tmp_path):
     resumed = _torchrun(tmp_path, "search", str(recipe), "--resume", "search.epochs=2")
     assert resumed["metrics"]["epoch"] == 2
     assert resumed["metrics"]["ranks_in_sync"] is True
+    # rank 0 alone writes the run log, and the resume adds only the new epoch
+    lines = read_metrics(run / "metrics.jsonl")
+    assert [(e["stage"], e["epoch"]) for e in lines] == [("search", 1), ("search", 2)]
     finetune = _torchrun(tmp_path, "finetune", export["checkpoint"])
     assert finetune["checkpoint"].endswith("finetune.pt")
     evaluated = _torchrun(tmp_path, "eval", finetune["checkpoint"])
