@@ -46,5 +46,5 @@ def deployment_support(model, example) -> dict[str, str | None]:
     try:
         from mpsctl.deploy.export import deployment_support as _support
     except MissingExtraError as exc:
-        return {"integer": str(exc), "qdq": str(exc)}
+        return {variant: str(exc) for variant in ("integer", "qdq", "qonnx")}
     return _support(model, example)
