@@ -10,9 +10,10 @@ Plain numbers only: the recipe layer turns ``24KiB`` or ``10%`` into a :class:`B
   log clipped to ±1, ``rate`` 0.5): up while the model is over budget, down while it is
   under, by at most a factor e^0.5 per epoch. The cost followed is the expected one by
   default: the argmax cost jumps when all channels of a layer flip together, and following
-  it overshot on the quickstart; at the search's low final temperatures the two agree. ``λ`` starts at a hundredth of the strength whose
-  gradient on the logits is as large as the task loss's on the first batch (one batch's
-  gradient is mostly noise that Adam averages away; its steady part is far smaller).
+  it overshot on the quickstart; at the search's low final temperatures the two agree.
+  ``λ`` starts at a hundredth of the strength whose gradient on the logits is as large as
+  the task loss's on the first batch (one batch's gradient is mostly noise that Adam
+  averages away; its steady part is far smaller).
 - :func:`project` changes the argmax assignment until every budget holds. It lowers, one
   channel (or one per-layer choice) at a time, the choice whose logit margin over the
   lower candidate is smallest per unit of excess cost it removes: the search was least sure
