@@ -38,3 +38,11 @@ class Reporter:
         with bar:
             task = bar.add_task(description, total=total, loss=float("nan"))
             yield lambda step, loss: bar.update(task, advance=1, loss=loss)
+
+
+def format_cost(value: float) -> str:
+    """A cost for people: whole numbers with separators (cycles, bits), and small values
+    (energies in joules) with four significant digits instead of a bare 0."""
+    if value == 0 or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"

@@ -32,7 +32,9 @@ class LayerGeometry:
 
     ``kind`` is a :class:`LayerKind` (a plain string such as ``"conv"`` is converted).
     Conv1d layers use ``kernel = (k, 1)`` and ``out_hw = (length, 1)``; linear layers use
-    ``kernel = (1, 1)`` and ``out_hw = (1, 1)``.
+    ``kernel = (1, 1)`` and ``out_hw = (1, 1)``. ``bias`` says whether the layer adds a bias
+    (after BatchNorm folding every conv does); MAC-based hardware models count one extra MAC
+    per output element for it.
     """
 
     kind: LayerKind
@@ -41,6 +43,7 @@ class LayerGeometry:
     kernel: tuple[int, int] = (1, 1)
     out_hw: tuple[int, int] = (1, 1)
     groups: int = 1
+    bias: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", LayerKind(self.kind))
@@ -79,6 +82,11 @@ class CostModel:
         a sum here; a target whose groups run concurrently takes the max instead."""
         return per_group.sum(-1)
 
+    def layer_term(self, geom: LayerGeometry, cin: Tensor, kept_cout: Tensor) -> Tensor | float:
+        """A cost the layer pays once whatever its precisions, from its kept input and output
+        channels (a per-layer overhead; a latency that ignores bits): 0 here."""
+        return 0.0
+
     def exact_layer_cost(
         self, geom: LayerGeometry, counts: dict[int, int], cin: int, act_bits: int
     ) -> float | int:
@@ -91,7 +99,20 @@ class CostModel:
         cout = torch.tensor([[float(n) for _, n in live]])
         p_in = torch.tensor([[float(act_bits)]])
         f = self.group_costs(geom, p_in, p_w, torch.tensor(float(cin)), cout)
-        return float(self.combine_groups(torch.broadcast_to(f, (1, len(live)))).sum())
+        groups = float(self.combine_groups(torch.broadcast_to(f, (1, len(live)))).sum())
+        kept = torch.tensor(float(sum(n for _, n in live)))
+        return groups + float(self.layer_term(geom, torch.tensor(float(cin)), kept))
+
+    def precision_problems(
+        self, geom: LayerGeometry, act_bits: int, weight_bits: list[int]
+    ) -> list[str]:
+        """Why the target cannot run the layer reading ``act_bits`` inputs with these weight
+        precisions (empty when it can; 0 bits is pruning). Checked before a search starts
+        and before a report lists the cost. Here: the ``act_bits`` rule only."""
+        if self.act_bits is None or act_bits in self.act_bits:
+            return []
+        runs = "/".join(map(str, self.act_bits))
+        return [f"{self.name} runs {runs}-bit activations only, not {act_bits}"]
 
     def supports(self, geom: LayerGeometry) -> bool:
         """Whether the target runs this layer natively (else the cost is an estimate)."""

@@ -29,9 +29,25 @@ def torchvision_factory(name: str) -> Callable[..., nn.Module]:
         )
 
     def build(**kwargs: Any) -> nn.Module:
-        return torchvision.models.get_model(name, **kwargs)
+        try:
+            return torchvision.models.get_model(name, **kwargs)
+        except OSError as exc:  # URLError, timeouts, DNS: the weights could not be fetched
+            if kwargs.get("weights") is None:
+                raise
+            raise ModelError(_download_failed(name, str(kwargs["weights"]), exc)) from None
 
     return build
+
+
+def _download_failed(name: str, weights: str, exc: OSError) -> str:
+    reason = getattr(exc, "reason", None) or exc.strerror or str(exc) or type(exc).__name__
+    reason = str(reason).strip().splitlines()[0] if str(reason).strip() else type(exc).__name__
+    return (
+        f"model.weights: cannot download torchvision's {weights} weights of {name} ({reason}); "
+        f"on a machine with network run `python -c \"import torch, torchvision; "
+        f"torch.save(torchvision.models.get_model('{name}', weights='{weights}').state_dict(), "
+        f"'{name}.pt')\"` and set model.weights to the path of that file"
+    )
 
 
 def import_attr(

@@ -58,7 +58,7 @@ class WeightQuantizer(nn.Module):
 
 
 class MinMaxWeightQuantizer(WeightQuantizer):
-    """Symmetric per-channel min-max (SPEC §1.2); stateless."""
+    """Symmetric per-channel min-max (docs/algorithm.md#weights-symmetric-min-max); stateless."""
 
     def __init__(
         self, bits: Sequence[int], weight: Tensor | None = None, compiled: bool | None = None
@@ -118,7 +118,7 @@ class LSQWeightQuantizer(WeightQuantizer):
 
 
 class PACTActivationQuantizer(nn.Module):
-    """PACT with a learned clip (unsigned, or signed where no ReLU follows: SPEC §1.1)."""
+    """PACT with a learned clip (unsigned, or signed where no ReLU follows)."""
 
     def __init__(
         self, bits: Sequence[int], clip: float = 6.0, signed: bool = False, floor: float = 1e-3,

@@ -1,7 +1,8 @@
-"""Symmetric per-output-channel min-max weight fake-quantization (SPEC §1.2).
+"""Symmetric per-output-channel min-max weight fake-quantization.
 
 The channel statistic ``max|W[c]|`` is computed once per forward and shared by every
-candidate precision; precision 0 means the channel is pruned (all zeros, scale 0).
+candidate precision; precision 0 means the channel is pruned (all zeros, scale 0). The
+formulas: docs/algorithm.md#weights-symmetric-min-max.
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ from torch import nn
 
 from mpsctl.cost.base import CostModel
 from mpsctl.data import DataBundle, build_datasets, make_eval_loader, make_loaders
-from mpsctl.errors import UserError
+from mpsctl.errors import RecipeError, UserError
 from mpsctl.models.registry import build_model
 from mpsctl.recipe.schema import Recipe
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import LayerOverride, SearchSpace
 from mpsctl.search.supernet import Supernet
+from mpsctl.targets import catalog
 from mpsctl.targets.registry import build_cost_model
 from mpsctl.training import distributed
 
@@ -167,18 +168,44 @@ def input_range_warnings(recipe: Recipe, bundle: DataBundle, samples: int = 256)
 
 
 def constants_path(recipe: Recipe, cost: str) -> str | None:
-    """The constants file a recipe gives the cost model ``cost`` (None: its shipped ones)."""
-    return recipe.search.ne16_target if cost == "ne16" else None
+    """The constants file a recipe gives the cost model ``cost`` (``search.targets`` of its
+    target; None: the shipped one)."""
+    target = catalog.target_of_cost(cost, recipe.search.targets)
+    return recipe.search.targets.get(target.name) if target is not None else None
 
 
 def cost_models(recipe: Recipe) -> dict[str, CostModel]:
-    """The recipe's cost models, and NE16 (which reports use), with the recipe's constants."""
-    names = dict.fromkeys([*recipe.search.cost, "ne16"])
-    return {name: build_cost_model(name, constants_path(recipe, name)) for name in names}
+    """The recipe's cost models and every hardware target's (reports list those that run
+    the model), with the recipe's constants files; its YAML-only targets' too."""
+    custom = catalog.yaml_cost_models(recipe.search.targets)
+    names = dict.fromkeys([*recipe.search.cost, *catalog.builtin_target_costs()])
+    built = {name: build_cost_model(name, constants_path(recipe, name))
+             for name in names if name not in custom}
+    return {**built, **custom}
 
 
 def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...]) -> Supernet:
     """The supernet of ``model``, with the recipe's quantizer path (``search.compile``) and
-    cost models (``search.ne16_target``) built into it."""
+    cost models (``search.cost``, every target's, with ``search.targets`` files) built in."""
     return build_supernet(model, example_input(input_shape), search_space(recipe),
                           cost_models(recipe))
+
+
+def check_target_precisions(recipe: Recipe, net: Supernet) -> None:
+    """Refuse, before any training, a search whose candidates a target cannot run: each
+    cost model of the recipe checks every layer's weight and input precisions."""
+    found: list[str] = []
+    for cost in recipe.search.cost:
+        model = net.cost_model(cost)
+        for name, layer in net.layers():
+            for act in layer.input_slot.bits:
+                for text in model.precision_problems(layer.geometry, int(act),
+                                                     [int(b) for b in layer.choice.bits]):
+                    line = f"search.cost.{cost}: layer '{name}': {text}"
+                    if line not in found:
+                        found.append(line)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise RecipeError(f"{found[0]}{more}: change search.weight_bits/act_bits, or the "
+                          "layer's precisions in search.layers")
+

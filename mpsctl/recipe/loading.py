@@ -14,9 +14,10 @@ from pydantic import ValidationError
 from mpsctl.errors import RecipeError
 from mpsctl.recipe.errors import describe_errors, format_path, problems_error, show
 from mpsctl.recipe.schema import Recipe
+from mpsctl.resources import bundled_dir
 
 #: Shared fragments (targets, precision presets, training defaults) a recipe can include.
-CONFIGS_DIR = Path(__file__).parents[2] / "configs"
+CONFIGS_DIR = bundled_dir("configs")
 
 INCLUDE_KEY = "include"
 
@@ -83,6 +84,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read, include, override and validate the recipe at ``path``."""
     path = Path(path)
     data = _read_with_includes(path, ())
+    _resolve_target_files(data, path.parent)
     return _validated(apply_overrides(data, overrides))
 
 
@@ -144,6 +146,20 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
+def _resolve_target_files(data: dict[str, Any], recipe_dir: Path) -> None:
+    """Make ``search.targets`` paths that name a file beside the recipe absolute, so the
+    run reads the same file from any folder (later stages rebuild from the checkpoint)."""
+    search = data.get("search")
+    targets = search.get("targets") if isinstance(search, dict) else None
+    if not isinstance(targets, dict):
+        return
+    for name, value in targets.items():
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            beside = recipe_dir / value
+            if beside.is_file():
+                targets[name] = str(beside.resolve())
+
+
 def _validated(data: dict[str, Any]) -> Recipe:
     try:
         return Recipe.model_validate(data)
@@ -177,7 +193,7 @@ def _expand_includes(
 
 
 def _find_include(name: str, base_dir: Path, source: str) -> Path:
-    """Look beside the including file first, then in the project's ``configs/`` folder."""
+    """Look beside the including file first, then in the shipped ``configs/`` folder."""
     folders = [base_dir, CONFIGS_DIR]
     spellings = [name] if Path(name).suffix else [name, f"{name}.yaml"]
     for folder in folders:

@@ -11,7 +11,7 @@ import inspect
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,6 +27,9 @@ from pydantic_core import PydanticCustomError
 
 from mpsctl.recipe.errors import PROBLEMS, format_path
 from mpsctl.registry import closest
+
+if TYPE_CHECKING:
+    from mpsctl.search.budget import Budget
 
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -37,6 +41,7 @@ Bool = Annotated[bool, Strict()]
 MAX_BITS = 16
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TARGET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 #: A problem found by a validator: location relative to the validated value, and text.
 Problem = tuple[tuple["str | int", ...], str]
@@ -60,6 +65,18 @@ def required_act_bits(cost: str) -> tuple[int, ...] | None:
     from mpsctl.targets import COST_MODELS, build_cost_model
 
     return build_cost_model(cost).act_bits if cost in COST_MODELS else None
+
+
+def _yaml_target_costs(targets: dict[str, str]) -> tuple[str, ...]:
+    """Cost names the recipe's YAML-only targets add (their files are already checked)."""
+    from mpsctl.targets import catalog
+
+    names: tuple[str, ...] = ()
+    for name, path in targets.items():
+        target = catalog.get_target(name, targets)
+        if name not in catalog.BUILTIN and target is not None:
+            names += catalog.custom_costs(name, target.load(path))
+    return names
 
 
 @functools.cache
@@ -292,7 +309,15 @@ class SearchConfig(Section):
     type: Literal["per_layer", "per_channel"] = "per_layer"
     weight_bits: WeightBits = [2, 4, 8]
     act_bits: ActBits = [2, 4, 8]
+    #: Constants files of hardware targets by name: a copy of a shipped
+    #: configs/targets/<name>.yaml (ne16, mpic, gap8, diana) describing a variant, or a new
+    #: name for a target described by a file alone (configs/targets/template.yaml).
+    #: Relative paths are read from the recipe's folder. (Before ``cost``: its check needs it.)
+    targets: dict[str, str] = {}
     cost: dict[str, NonNegativeFloat] = {}
+    #: Upper bounds on costs (``params_bit: 24KiB``, ``ne16: 60k``, ``10%``): the strength
+    #: of each adapts during the search and the exported model is projected under them.
+    budget: dict[str, Any] = {}
     epochs: NonNegativeInt = 1
     temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
     optimizer: OptimizerConfig = _optimizer(1e-3)
@@ -307,23 +332,101 @@ class SearchConfig(Section):
     act_clip: PositiveFloat = 6.0
     input_signed: Bool = False
     compile: Bool = True
-    #: YAML file of NE16 constants (a copy of configs/targets/ne16.yaml describing a variant
-    #: of the engine); None uses the shipped constants.
-    ne16_target: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ne16_target_alias(cls, data: Any) -> Any:
+        """``ne16_target: FILE`` (the old key) means ``targets: {ne16: FILE}``."""
+        if not isinstance(data, dict) or "ne16_target" not in data:
+            return data
+        data = dict(data)
+        path = data.pop("ne16_target")
+        if path is None:
+            return data
+        targets = data.get("targets")
+        if not isinstance(targets, dict):
+            targets = {}
+        if "ne16" in targets and targets["ne16"] != path:
+            raise problems([(("ne16_target",), "give the NE16 constants file once, as "
+                             "search.targets.ne16 (ne16_target is its old name)")])
+        data["targets"] = {**targets, "ne16": path}
+        return data
+
+    @field_validator("targets")
+    @classmethod
+    def _usable_targets(cls, targets: dict[str, str]) -> dict[str, str]:
+        from mpsctl.errors import UserError
+        from mpsctl.targets import catalog
+
+        found: list[Problem] = []
+        builtin_costs = set(known_costs())
+        for name, path in targets.items():
+            if name not in catalog.BUILTIN and (
+                not _TARGET_NAME.match(name) or name in builtin_costs
+                or name.removesuffix("_energy") in builtin_costs
+            ):
+                found.append(((name,), "not a usable target name (built-in targets: "
+                              f"{', '.join(catalog.BUILTIN)}; a new target needs a new name of "
+                              "lower-case letters, digits and '_')"))
+                continue
+            target = catalog.get_target(name, targets)
+            assert target is not None
+            try:
+                target.load(path)
+            except UserError as exc:
+                found.append(((name,), str(exc)))
+        if found:
+            raise problems(found)
+        # absolute, so that later stages rebuilding from a checkpoint read the same file
+        return {name: str(Path(path).expanduser().resolve()) for name, path in targets.items()}
 
     @field_validator("cost")
     @classmethod
-    def _known_cost_names(cls, cost: dict[str, float]) -> dict[str, float]:
-        names = known_costs()
+    def _known_cost_names(cls, cost: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        if "targets" not in info.data:
+            return cost  # the targets failed: their costs are unknown until they are fixed
+        names = known_costs() + _yaml_target_costs(info.data["targets"])
         found: list[Problem] = []
         for name in cost:
             if name not in names:
                 guess = closest(name, names)
                 hint = f"did you mean '{guess}'? " if guess else ""
-                found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)})"))
+                found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)}"
+                              "; a target of your own: search.targets.NAME: FILE.yaml)"))
         if found:
             raise problems(found)
         return cost
+
+    @field_validator("budget")
+    @classmethod
+    def _valid_budgets(cls, budget: dict[str, Any]) -> dict[str, Any]:
+        from mpsctl.recipe.budget import parse_budget
+
+        names = known_costs()
+        found: list[Problem] = []
+        for name, value in budget.items():
+            if name not in names:
+                guess = closest(name, names)
+                hint = f"did you mean '{guess}'? " if guess else ""
+                found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)})"))
+                continue
+            try:
+                parse_budget(name, value)
+            except ValueError as exc:
+                found.append(((name,), str(exc)))
+        if found:
+            raise problems(found)
+        return budget
+
+    def budgets(self) -> dict[str, Budget]:
+        """The parsed budgets, ``{cost: Budget}``."""
+        from mpsctl.recipe.budget import parse_budget
+
+        return {name: parse_budget(name, value) for name, value in self.budget.items()}
+
+    def objective_costs(self) -> list[str]:
+        """Costs the search optimises: those with a strength, then those with a budget."""
+        return list(self.cost) + [c for c in self.budget if c not in self.cost]
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:
@@ -345,9 +448,9 @@ class SearchConfig(Section):
         return found
 
     def _target_problems(self) -> list[Problem]:
-        """Activation precisions a hardware target in ``cost`` cannot run."""
+        """Activation precisions a hardware target in ``cost`` or ``budget`` cannot run."""
         found: list[Problem] = []
-        for cost in self.cost:
+        for cost in self.objective_costs():
             allowed = required_act_bits(cost)
             if allowed is None:
                 continue
@@ -368,6 +471,14 @@ class FinetuneConfig(Section):
     optimizer: OptimizerConfig = _optimizer(1e-4)
 
 
+class LogConfig(Section):
+    """Run tracking. ``runs/<name>/metrics.jsonl`` is always written (one line per epoch);
+    ``tensorboard: true`` also writes TensorBoard event files under ``runs/<name>/tb/``
+    (needs the ``tensorboard`` package: ``pip install 'mpsctl[log]'``)."""
+
+    tensorboard: Bool = False
+
+
 class Recipe(Section):
     """One run, end to end: model, data, warm-up, search and fine-tuning."""
 
@@ -384,6 +495,7 @@ class Recipe(Section):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
     @field_validator("name")
     @classmethod

@@ -1,10 +1,11 @@
-"""Turn a float model into a searchable supernet with torch.fx (SPEC §2.4).
+"""Turn a float model into a searchable supernet with torch.fx (docs/algorithm.md#graph-conversion).
 
 Steps: trace a deep copy; record shapes on an example input; refuse layers that cannot be
 searched; fold BatchNorm into the conv/linear before it; replace Conv1d/Conv2d/Linear with
 searchable layers; put an activation quantizer after the input, after every layer (but the
-ones feeding the output) and after every add, sharing one quantizer (and one weight choice)
-between add partners and between a depthwise conv and its producer; decide which weight
+ones feeding the output) and after every add and channel concatenation, sharing one quantizer
+between add or concatenation partners (and one weight choice between add partners) and
+between a depthwise conv and its producer; decide which weight
 choices may prune channels and where each layer's input channels come from.
 """
 
@@ -183,14 +184,29 @@ class _Converter:
 
     @staticmethod
     def _check_padding(node: fx.Node, module: nn.Module) -> None:
+        """Only zero padding; ``'same'`` / ``'valid'`` become the explicit padding they
+        stand for (on the traced copy), which is symmetric unless a kernel is even."""
         if isinstance(module, nn.Linear):
             return
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+        if module.padding_mode != "zeros":
             raise ConversionError(
-                f"layer '{node.target}' ({type(module).__name__}) uses padding "
-                f"{module.padding!r}/{module.padding_mode!r}; only explicit zero padding is "
-                "supported (or add it to search.exclude)"
+                f"layer '{node.target}' ({type(module).__name__}) uses padding mode "
+                f"{module.padding_mode!r}; only zero padding is supported (or add it to "
+                "search.exclude)"
             )
+        if module.padding == "valid":
+            module.padding = (0,) * len(module.kernel_size)
+        elif module.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size,
+                                                   strict=True)]
+            if any(t % 2 for t in totals):
+                raise ConversionError(
+                    f"layer '{node.target}' ({type(module).__name__}) uses padding='same' "
+                    f"with kernel {tuple(module.kernel_size)}: that pads one side more than "
+                    "the other; use an odd kernel or explicit padding (or add it to "
+                    "search.exclude)"
+                )
+            module.padding = tuple(t // 2 for t in totals)
 
     def fold_batchnorms(self) -> None:
         graph = self.gm.graph
@@ -217,7 +233,7 @@ class _Converter:
         """The quantizer-owning node whose output reaches ``node`` through value ops only."""
         while True:
             k = self.kind(node)
-            if k in (NodeKind.INPUT, NodeKind.LAYER, NodeKind.ADD):
+            if k in (NodeKind.INPUT, NodeKind.LAYER, NodeKind.ADD, NodeKind.CONCAT):
                 return node
             if k in (NodeKind.VALUE, NodeKind.FLATTEN):
                 node = node.all_input_nodes[0]
@@ -263,12 +279,13 @@ class _Converter:
         order = {n: i for i, n in enumerate(nodes)}
         layer_nodes = [n for n in nodes if self.kind(n) == NodeKind.LAYER]
         add_nodes = [n for n in nodes if self.kind(n) == NodeKind.ADD]
+        cat_nodes = [n for n in nodes if self.kind(n) == NodeKind.CONCAT]
         inputs = [n for n in nodes if n.op == "placeholder" and shape_of(n) is not None]
         final = {n for n in layer_nodes if self.reaches_output(n)}
 
         # Activation quantizer slots and their sharing.
         slots = _UnionFind(order)
-        owners = [n for n in inputs + layer_nodes + add_nodes if n not in final]
+        owners = [n for n in inputs + layer_nodes + add_nodes + cat_nodes if n not in final]
         for n in owners:
             slots.find(n)
         pre_quantized: list[fx.Node] = []
@@ -278,7 +295,9 @@ class _Converter:
                 pre_quantized.append(n)
             elif self._is_depthwise(n) and n not in final:
                 slots.union(n, src)
-        for n in add_nodes:
+        # A concatenation shares its quantizer with its inputs like an add, so that its
+        # parts are codes on one grid (an input computed in float is quantized to it).
+        for n in add_nodes + cat_nodes:
             for arg in n.all_input_nodes:
                 src = self.value_source(arg)
                 if src is not None and src not in final:
@@ -309,7 +328,7 @@ class _Converter:
                 src, _ = self.channel_sources(n.args[0])
                 no_prune.add(src)
         for n in nodes:
-            if self.kind(n) in (NodeKind.BARRIER, NodeKind.OUTPUT):
+            if self.kind(n) in (NodeKind.BARRIER, NodeKind.OUTPUT, NodeKind.CONCAT):
                 for arg in n.all_input_nodes:
                     if shape_of(arg) is not None:
                         no_prune.add(self.channel_sources(arg)[0])
@@ -423,6 +442,9 @@ class _Converter:
     def _needs_signed(self, node: fx.Node) -> bool:
         if node.op == "placeholder":
             return self.space.input_signed
+        if self.kind(node) == NodeKind.CONCAT:  # non-negative when every part is
+            return not (self.follows_relu_only(node) or all(
+                self._relu_upstream(p) for p in node.all_input_nodes))
         return not self.follows_relu_only(node)
 
     def _relu_upstream(self, node: fx.Node) -> bool:
@@ -453,7 +475,8 @@ class _Converter:
 
     def _geometry(self, node: fx.Node, module: nn.Module) -> LayerGeometry:
         if isinstance(module, nn.Linear):
-            return LayerGeometry(LayerKind.LINEAR, module.in_features, module.out_features)
+            return LayerGeometry(LayerKind.LINEAR, module.in_features, module.out_features,
+                                 bias=module.bias is not None)
         out = shape_of(node)
         if isinstance(module, nn.Conv1d):
             kernel, out_hw = (module.kernel_size[0], 1), (out[2], 1)
@@ -461,7 +484,8 @@ class _Converter:
             kernel, out_hw = tuple(module.kernel_size), (out[2], out[3])
         kind = LayerKind.DEPTHWISE if self._is_depthwise(node) else LayerKind.CONV
         return LayerGeometry(
-            kind, module.in_channels, module.out_channels, kernel, out_hw, module.groups
+            kind, module.in_channels, module.out_channels, kernel, out_hw, module.groups,
+            bias=module.bias is not None,
         )
 
     def _slot_key(self, leader: fx.Node) -> str:

@@ -2,8 +2,8 @@
 
 ``Σ_i Σ_j θin_i · w_j · f(p_i, p_j, Cin_eff, Cout_j)`` where, per layer, ``w_j = θ_j`` and
 ``Cout_j = Cout``; per channel, ``w_j = 1`` and ``Cout_j = Σ_c θ_{j,c}`` (each channel counted
-once, SPEC §3 differs). ``Cin_eff`` is the producer's non-pruned channel mass (× the spatial
-size where a flatten sits between). 0-bit groups cost nothing.
+once, see docs/algorithm.md#expected-cost). ``Cin_eff`` is the producer's non-pruned
+channel mass (× the spatial size where a flatten sits between). 0-bit groups cost nothing.
 """
 
 from __future__ import annotations
@@ -86,5 +86,27 @@ def layer_cost(
     if choice.per_channel:
         # The groups of one layer: the model says how they add up (a sum, or a max where
         # the target runs them concurrently).
-        return model.combine_groups(weighted).sum()
-    return weighted.sum()
+        total = model.combine_groups(weighted).sum()
+    else:
+        total = weighted.sum()
+    if choice.per_channel and choice.can_prune:
+        kept = kept_channels(choice, theta_fn)
+    else:
+        kept = torch.tensor(float(geom.cout), device=device)
+    return total + model.layer_term(geom, cin, kept)
+
+
+def exact_layer_cost(layer: SearchableLayer, model: CostModel) -> Tensor:
+    """Exact cost of one layer at its argmax (or frozen) assignment, from the integer channel
+    counts per precision (a DIANA-style maximum is exact here, smooth only in the search)."""
+    choice: PrecisionChoice = layer.choice
+    index = choice.assignment()
+    if choice.per_channel:
+        found = torch.bincount(index.detach().cpu().long(), minlength=len(choice.bits)).tolist()
+        counts = {int(b): int(n) for b, n in zip(choice.bits, found, strict=True)}
+    else:
+        counts = {int(choice.bits[int(index)]): layer.geometry.cout}
+    slot = layer.input_slot
+    act_bits = int(slot.bits[int(slot.choice.assignment())])
+    value = model.exact_layer_cost(layer.geometry, counts, layer.kept_in_channels(), act_bits)
+    return torch.tensor(float(value), dtype=torch.float64)

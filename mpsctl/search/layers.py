@@ -2,11 +2,13 @@
 
 Weights are ``Ŵ = Σ_j θ_j Q_{p_j}(W)`` (θ per layer or per output channel) and the bias is
 quantized at 32 bits with the scale ``s_in · s_w[c]`` of each (input, weight) precision pair,
-so a 0-bit channel's bias vanishes with its weights (SPEC §2.2–§2.3). In eval mode, or once
+so a 0-bit channel's bias vanishes with its weights (docs/algorithm.md#bias). In eval mode, or once
 the choice is frozen, the layer runs at the argmax precision through the fixed path.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -191,8 +193,7 @@ class SearchableLayer(nn.Module):
         if depthwise:
             groups = cin = cout
             self.conv_args["groups"] = cout
-        g = self.geometry
-        self.geometry = LayerGeometry(g.kind, cin, cout, g.kernel, g.out_hw, groups)
+        self.geometry = dataclasses.replace(self.geometry, cin=cin, cout=cout, groups=groups)
 
     def extra_repr(self) -> str:
         g = self.geometry

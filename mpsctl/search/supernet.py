@@ -2,7 +2,7 @@
 
 It samples every choice once per forward (so shared choices and the cost see one θ),
 exposes the architecture parameters, computes costs, and hardens into the fixed-precision
-model that export writes (SPEC §6).
+model that export writes (docs/algorithm.md#export).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import Tensor, fx, nn
 
 from mpsctl.cost.base import CostModel
 from mpsctl.search.choice import PrecisionChoice
-from mpsctl.search.expected import expected_theta, hard_theta, layer_cost
+from mpsctl.search.expected import exact_layer_cost, expected_theta, layer_cost
 from mpsctl.search.layers import ActivationSlot, LayerOp, SearchableLayer
 from mpsctl.targets.registry import build_cost_model
 
@@ -82,6 +82,16 @@ class Supernet(nn.Module):
         for _, layer in self.layers():
             layer.channels_last = bool(enabled) and layer.op == LayerOp.CONV2D
 
+    def soft_eval(self) -> None:
+        """Evaluate the θ mixture: the choices, quantizers and searchable layers in training
+        mode (they mix precisions), every other module in eval mode, so that a float
+        BatchNorm the converter could not fold keeps its statistics (in training mode
+        the validation batches would overwrite them) and dropout is off."""
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, (PrecisionChoice, ActivationSlot, SearchableLayer)):
+                module.training = True
+
     def set_temperature(self, temperature: float) -> None:
         for _, choice in self.choices():
             choice.temperature = float(temperature)
@@ -104,8 +114,9 @@ class Supernet(nn.Module):
 
     def layer_costs(self, name: str, hard: bool = False) -> dict[str, Tensor]:
         model = self.cost_model(name)
-        theta_fn = hard_theta if hard else expected_theta
-        return {n: layer_cost(layer, model, theta_fn) for n, layer in self.layers()}
+        if hard:  # from integer channel counts: a model's exact value (no smoothing)
+            return {n: exact_layer_cost(layer, model) for n, layer in self.layers()}
+        return {n: layer_cost(layer, model, expected_theta) for n, layer in self.layers()}
 
     # -- assignment and export ---------------------------------------------------------------
     def assignment(self) -> dict[str, Tensor]:
@@ -113,7 +124,8 @@ class Supernet(nn.Module):
         return {name: choice.assignment().clone() for name, choice in self.choices()}
 
     def compensate_pruning(self) -> None:
-        """Scale weights by ``1 / Σ_{p≠0} θ_p`` so the expected weight starts at W (SPEC §2.3)."""
+        """Scale weights by ``1 / Σ_{p≠0} θ_p`` so the expected weight starts at W
+        (docs/algorithm.md#pruning-with-0-bits)."""
         with torch.no_grad():
             for _, layer in self.layers():
                 choice = layer.choice

@@ -1,4 +1,10 @@
-"""`mpsctl refine --target ne16`: promote channels where NE16's tiles make that cheaper.
+"""`mpsctl refine --target NAME`: promote channels where the target's latency gets cheaper.
+
+Promoting a channel to a higher precision can make a layer *faster* on targets that process
+channels in chunks (NE16's tiles, a YAML target's ``cout_multiple``/``cin_multiple``) or
+that run precision groups on different units concurrently (DIANA: moving a channel from the
+analog array to the digital accelerator changes which side is the slower one). Targets where
+it cannot (GAP8's latency ignores bits, MPIC has no rounding) are refused in one line.
 
 Works on a search (or refine) checkpoint. Each per-channel weight choice is refined as a
 whole, with the latency of every layer that shares it; per-layer choices are left alone.
@@ -13,31 +19,32 @@ from typing import Any
 
 from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
-from mpsctl.errors import UserError
 from mpsctl.stages import summary
-from mpsctl.targets.refine import exact_layer_costs, refine_supernet
-
-TARGETS = ("ne16",)
+from mpsctl.targets import catalog
+from mpsctl.targets.refine import exact_layer_costs, latency_model, refine_supernet
 
 
 def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
-    if target not in TARGETS:
-        raise UserError(f"--target: unknown target '{target}' (available: {', '.join(TARGETS)})")
+    builtin = catalog.BUILTIN.get(target)
+    if builtin is not None:  # refused before reading anything when it cannot help
+        catalog.refuse_unrefinable(builtin, None)
     ckpt = state.read(path, command="refine")
     recipe, net = state.rebuild(ckpt)
-    model = net.cost_model(target)
+    model = latency_model(target, recipe.search.targets, net)
     before = exact_layer_costs(net, model)
     refined, skipped = refine_supernet(net, model)
     after = exact_layer_costs(net, model)
     if skipped:
         reporter.log(f"per-layer choices left alone: {', '.join(skipped)}")
-    names = summary.cost_names(recipe.search.cost, net)
+    names = summary.cost_names(recipe.search.objective_costs(), net)
     cost = summary.costs(net, names, hard=True)
     data = state.payload("refine", recipe, net, tuple(ckpt["input_shape"]),
                          metrics=ckpt.get("metrics", {}), history=ckpt.get("history", []),
                          cost=cost, refine={"target": target, "before": before, "after": after},
-                         lineage=state.extend_lineage(ckpt, "refine", {}, cost))
+                         lineage=state.extend_lineage(ckpt, "refine", {}, cost),
+                         budgets=ckpt.get("budgets", {}))
     out = state.write(Path(path).parent / "refine.pt", data)
     layers = [{"name": n, "before": before[n], "after": after[n]} for n in before]
     total = {"before": sum(before.values()), "after": sum(after.values())}
-    return {"checkpoint": str(out), "layers": layers, "total": total, "cost": cost}
+    return {"checkpoint": str(out), "target": target, "latency": model.name, "layers": layers,
+            "total": total, "cost": cost}

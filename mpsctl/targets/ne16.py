@@ -6,7 +6,8 @@ channel counts, so the integer helpers are straight-through (:mod:`mpsctl.cost.r
 arithmetic. The engine's constants live in ``configs/targets/ne16.yaml``; the same values are
 the dataclass defaults so that an installed package without that file still works. A
 :class:`NE16CostModel` carries its constants: a recipe's ``search.ne16_target`` builds one
-from that file, and nothing is shared between instances.
+from that file, and nothing is shared between instances. The formulas:
+docs/algorithm.md#ne16-latency.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from torch import Tensor
 from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
 from mpsctl.cost.rounding import Quantity, cdiv, fdiv, if_nonzero, mod
 from mpsctl.errors import UserError
+from mpsctl.resources import bundled_dir
 from mpsctl.targets.constants import read_constants_file
 
 KINDS = tuple(kind.value for kind in LayerKind)
 
-DEFAULT_CONSTANTS_PATH = Path(__file__).parents[2] / "configs" / "targets" / "ne16.yaml"
+DEFAULT_CONSTANTS_PATH = bundled_dir("configs") / "targets" / "ne16.yaml"
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def default_constants() -> NE16Constants:
 
 
 def _decompose(kh: int, kw: int) -> tuple[int, int]:
-    """How many 3x3 and 1x1 jobs a ``kh x kw`` kernel becomes (SPEC §4)."""
+    """How many 3x3 and 1x1 jobs a ``kh x kw`` kernel becomes (docs/algorithm.md#ne16-latency)."""
     rh, rw = kh % 3, kw % 3
     return (kh // 3) * (kw // 3), rh * kw + rw * kh - rh * rw
 

@@ -1,4 +1,4 @@
-"""Latency refinement of a per-channel precision assignment (SPEC §5).
+"""Latency refinement of a per-channel precision assignment (docs/algorithm.md#refine-for-ne16).
 
 NE16 computes output channels in tiles, so a partially filled tile wastes cycles: promoting a
 few channels to a higher precision can make the layer *cheaper*. This module searches such
@@ -16,9 +16,12 @@ import torch
 from torch import Tensor
 
 from mpsctl.cost.base import CostModel
+from mpsctl.errors import UserError
+from mpsctl.targets import catalog
 
 if TYPE_CHECKING:  # the supernet imports the cost registry, which imports targets
     from mpsctl.search.supernet import Supernet
+
 
 #: Latency of a layer given its output channels per precision, ``{bits: count}``.
 LatencyFn = Callable[[dict[int, int]], int]
@@ -43,7 +46,7 @@ def refine_channel_assignment(
 
     ``assign[c]`` indexes ``bits`` (any order, may contain 0); ``logits`` is ``(len(bits),
     Cout)`` and picks which channels move: within a source precision, those with the highest
-    logit for the destination (ties: lower channel index). Each round runs SPEC §5's pass A
+    logit for the destination (ties: lower channel index). Each round runs pass A
     and pass B from the current counts and applies the strictly cheapest configuration seen;
     rounds repeat until one finds nothing cheaper, so refining a refined assignment is a no-op.
     No channel's precision decreases and 0-bit (pruned) channels never move in or out.
@@ -184,3 +187,15 @@ def refine_supernet(net: Supernet, model: CostModel) -> tuple[list[str], list[st
         choice.freeze(after)
         refined.append(name)
     return refined, skipped
+
+
+def latency_model(target: str, targets: dict[str, str], net: Supernet) -> CostModel:
+    """The latency model refine minimises for ``target`` (built in, or one of the recipe's
+    YAML ``targets``), with the recipe's constants; a UserError when the target is unknown
+    or promoting channels cannot make it faster (which targets can: :mod:`catalog`)."""
+    found = catalog.get_target(target, targets)
+    if found is None:
+        names = [*catalog.BUILTIN, *(n for n in targets if n not in catalog.BUILTIN)]
+        raise UserError(f"--target: unknown target '{target}' (available: {', '.join(names)})")
+    catalog.refuse_unrefinable(found, found.load(targets.get(target)))
+    return net.cost_model(found.costs[0])

@@ -15,6 +15,9 @@ from mpsctl.cost.base import CostModel, FunctionCostModel, LayerCostFn
 from mpsctl.cost.bitops import bitops_model
 from mpsctl.cost.params_bit import params_bit_model
 from mpsctl.registry import Registry
+from mpsctl.targets.diana import build_diana_latency
+from mpsctl.targets.gap8 import build_gap8_latency
+from mpsctl.targets.mpic import build_mpic_energy, build_mpic_latency
 from mpsctl.targets.ne16 import build_ne16
 
 CostModelFactory = Callable[[Path | None], CostModel]
@@ -62,3 +65,7 @@ def _agnostic(name: str, make: Callable[[], CostModel]) -> CostModelFactory:
 register_cost_model("params_bit")(_agnostic("params_bit", params_bit_model))
 register_cost_model("bitops")(_agnostic("bitops", bitops_model))
 register_cost_model("ne16")(build_ne16)
+register_cost_model("mpic_latency")(build_mpic_latency)
+register_cost_model("mpic_energy")(build_mpic_energy)
+register_cost_model("gap8_latency")(build_gap8_latency)
+register_cost_model("diana_latency")(build_diana_latency)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 
 import pytest
@@ -17,6 +18,15 @@ def test_export_onnx_from_search_checkpoint(cli, recipe, tmp_path):
     qdq = cli.json("export", out["checkpoint"], "--onnx", tmp_path / "qdq.onnx",
                    "--onnx-variant", "qdq")
     assert qdq["variant"] == "qdq" and qdq["top1_agreement"] >= 0.99
+    if importlib.util.find_spec("qonnx") is not None:
+        qonnx = cli.json("export", out["checkpoint"], "--onnx", tmp_path / "q.onnx",
+                         "--onnx-variant", "qonnx")
+        assert qonnx["variant"] == "qonnx" and qonnx["executor"] == "qonnx"
+        assert qonnx["top1_agreement"] >= 0.99 and (tmp_path / "q.onnx").exists()
+    bad = cli("export", out["checkpoint"], "--onnx", tmp_path / "x.onnx",
+              "--onnx-variant", "int4")
+    assert bad.exit_code == 2 and "integer, qdq, qonnx" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.onnx").exists()
     human = cli("export", out["checkpoint"], "--onnx", tmp_path / "again.onnx")
     assert human.exit_code == 0, human.stderr
     assert "top-1 agreement" in human.stderr and "Traceback" not in human.stderr

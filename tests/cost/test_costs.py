@@ -1,5 +1,6 @@
-"""Cost models (SPEC §3): params_bit and bitops, expected under θ and exact under the argmax,
-pruning counted once, flatten-aware input channels, gradients to α, and short searches."""
+"""Cost models (docs/algorithm.md#expected-cost): params_bit and bitops, expected under θ
+and exact under the argmax, pruning counted once, flatten-aware input channels, gradients to
+α, and short searches."""
 
 from __future__ import annotations
 
@@ -328,3 +329,16 @@ def test_task_and_cost_search_keeps_learning():
         fixed_accuracy = (net.harden()(x).argmax(1) == y).float().mean().item()
     assert accuracy > 0.8 and fixed_accuracy == accuracy
     assert net.cost("params_bit", hard=True).item() < start
+
+
+def test_exact_layer_cost_adds_the_precision_groups():
+    params, bitops = build_cost_model("params_bit"), build_cost_model("bitops")
+    counts = {0: 2, 2: 10, 8: 20}  # 0-bit channels cost nothing
+    assert params.exact_layer_cost(E1, counts, cin=16, act_bits=8) == 9 * 16 * (10 * 2 + 20 * 8)
+    assert bitops.exact_layer_cost(E1, counts, cin=16, act_bits=4) == (
+        9 * 16 * (10 * 2 + 20 * 8) * 32 * 32 * 4
+    )
+    assert params.exact_layer_cost(E1, {0: 32}, cin=16, act_bits=8) == 0
+    assert params.combine_groups(torch.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist() == [3.0, 7.0]
+    with pytest.raises(ValueError, match="takes no constants file"):
+        build_cost_model("params_bit", "some.yaml")

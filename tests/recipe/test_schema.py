@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 import mpsctl.recipe.schema as schema
 from mpsctl.errors import RecipeError
-from mpsctl.recipe import Recipe, recipe_from_dict
+from mpsctl.recipe import Recipe, load_recipe, recipe_from_dict
 
 COSTS = ("bitops", "ne16", "params_bit")
 
@@ -317,3 +317,56 @@ def test_channels_last_is_auto_true_or_false() -> None:
     assert build(channels_last=True).channels_last is True
     found = only_problem(channels_last="yes")
     assert found.startswith("channels_last: 'yes'"), found
+
+
+# ----------------------------------------------------------------------- search.targets
+
+
+def _search(**search):
+    return recipe_from_dict({"model": {"name": "mnist_cnn"}, "search": search}).search
+
+
+def test_yaml_target_adds_its_cost_names(tmp_path):
+    mcu = tmp_path / "mcu.yaml"
+    mcu.write_text("macs_per_cycle: {8: {8: 2.0}}\nenergy_per_cycle: 1.0e-11\n")
+    search = _search(act_bits=[8], weight_bits=[8], targets={"my_mcu": str(mcu)},
+                     cost={"my_mcu": 1e-6, "my_mcu_energy": 1.0})
+    assert search.targets == {"my_mcu": str(mcu.resolve())}
+    no_energy = tmp_path / "plain.yaml"
+    no_energy.write_text("macs_per_cycle: {8: {8: 2.0}}\n")
+    with pytest.raises(RecipeError, match=r"search.cost.plain_energy: unknown cost model"):
+        _search(targets={"plain": str(no_energy)}, cost={"plain_energy": 1.0})
+
+
+def test_target_files_are_checked_with_the_recipe(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("macs_per_cycle: {8: {8: 2.0}}\ncout_multiple: 0\n")
+    with pytest.raises(RecipeError, match=r"search.targets.mine: .*'cout_multiple' must be"):
+        _search(targets={"mine": str(bad)}, cost={"mine": 1.0})
+    with pytest.raises(RecipeError, match=r"search.targets.diana: .*not found"):
+        _search(targets={"diana": str(tmp_path / "nope.yaml")})
+    with pytest.raises(RecipeError, match=r"search.targets.bitops: not a usable target name"):
+        _search(targets={"bitops": str(bad)})
+
+
+def test_recipe_files_find_targets_beside_them(tmp_path, monkeypatch):
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "mcu.yaml").write_text("macs_per_cycle: {8: {8: 2.0}}\n")
+    (folder / "r.yaml").write_text(
+        "model: {name: mnist_cnn}\n"
+        "search: {act_bits: [8], weight_bits: [8], cost: {mcu: 1.0}, targets: {mcu: mcu.yaml}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(folder / "r.yaml")
+    assert recipe.search.targets["mcu"] == str((folder / "mcu.yaml").resolve())
+
+
+def test_ne16_target_is_the_old_name_of_targets_ne16(tmp_path):
+    ne16 = tmp_path / "ne16.yaml"
+    ne16.write_text("k_body: 16\n")
+    search = _search(act_bits=[8], ne16_target=str(ne16))
+    assert search.targets == {"ne16": str(ne16.resolve())}
+    assert _search(ne16_target=None).targets == {}
+    with pytest.raises(RecipeError, match="search.ne16_target: give the NE16 constants file once"):
+        _search(ne16_target=str(ne16), targets={"ne16": "other.yaml"})

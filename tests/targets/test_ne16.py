@@ -1,4 +1,5 @@
-"""NE16 latency model: SPEC §4 worked examples, exactness, monotonicity, gradients, constants."""
+"""NE16 latency model: the worked examples of docs/algorithm.md#ne16-latency, exactness,
+monotonicity, gradients, constants."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §5 refinement: the worked example and its guarantees."""
+"""NE16 refinement (docs/algorithm.md#refine-for-ne16): the worked example and its guarantees."""
 
 from __future__ import annotations
 

@@ -1,0 +1,97 @@
+"""Functional and method forms, zero padding, nearest upsampling, 'same' padding and mean
+pooling convert like their module forms and export to integer and QDQ ONNX (issue 19)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+pytest.importorskip("onnxruntime")
+
+from mpsctl.deploy import export_onnx  # noqa: E402
+from mpsctl.errors import ConversionError  # noqa: E402
+from mpsctl.search.convert import build_supernet  # noqa: E402
+from mpsctl.search.space import SearchSpace  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "search"))
+from tiny_nets import calibrate_bn  # noqa: E402
+
+SPACES = {
+    "per_layer": SearchSpace(act_clip=2.0),
+    "prune": SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(8,), per_channel=True,
+                         act_clip=2.0),
+}
+
+
+class FunctionalNet(nn.Module):
+    """'same' conv, F.relu6, F.max_pool2d, ZeroPad2d, nearest Upsample, F.pad, F.interpolate,
+    F.avg_pool2d, x.view(n, -1), and a second head on x.mean((2, 3))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding="same")
+        self.b1 = nn.BatchNorm2d(8)
+        self.pad = nn.ZeroPad2d((1, 1, 1, 1))
+        self.c2 = nn.Conv2d(8, 8, 3)
+        self.b2 = nn.BatchNorm2d(8)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.c3 = nn.Conv2d(8, 12, 3, padding=1, stride=2)
+        self.fc = nn.Linear(12 * 4 * 4, 5)
+        self.fc2 = nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = F.relu6(self.b1(self.c1(x)))
+        x = F.max_pool2d(x, 2)
+        x = F.relu(self.b2(self.c2(self.pad(x))))
+        x = F.interpolate(F.pad(self.up(x), (1, 0, 0, 1)), size=(16, 16))
+        y = torch.relu(self.c3(x))
+        z = F.avg_pool2d(y, 2)
+        return self.fc(z.view(z.size(0), -1)) + self.fc2(y.mean((2, 3)))
+
+
+class MeanHead(nn.Module):
+    """A MnasNet-style head: conv, ReLU, ``x.mean([2, 3])``, Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c(x)).mean([2, 3]))
+
+
+@pytest.mark.parametrize("space", list(SPACES))
+@pytest.mark.parametrize("cls", [FunctionalNet, MeanHead])
+def test_functional_forms_export_exactly(cls, space, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(32, 3, 16, 16)
+    net = build_supernet(calibrate_bn(cls(), x), x[:2], SPACES[space])
+    fixed = net.eval().harden()
+    with torch.no_grad():
+        assert torch.equal(fixed(x), net(x))  # exported == supernet
+    for variant in ("integer", "qdq"):
+        summary = export_onnx(fixed, x, tmp_path / f"{variant}.onnx", variant)
+        assert summary["max_error_lsb"] <= 1 and summary["top1_agreement"] >= 0.99
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+def test_same_padding_is_made_explicit_and_even_kernels_refused() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same", dilation=2), nn.ReLU(),
+                         nn.Conv2d(4, 4, 1, padding="valid"))
+    net = build_supernet(conv, x, SearchSpace())
+    layers = dict(net.layers())
+    assert layers["0"].conv_args["padding"] == (2, 2)
+    assert layers["2"].conv_args["padding"] == (0, 0)
+    assert conv[0].padding == "same"  # the user's model is left alone
+    with torch.no_grad():
+        assert net.eval()(x).shape == (2, 4, 8, 8)
+    even = nn.Sequential(nn.Conv2d(3, 4, 2, padding="same"))
+    with pytest.raises(ConversionError, match="padding='same' with kernel \\(2, 2\\)"):
+        build_supernet(even, x, SearchSpace())
