@@ -136,3 +136,29 @@ def test_bad_factories_are_one_line_exit_2(cli, tmp_path, factory, text):
     assert result.stderr.startswith("error: data.")
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        ({"train": "nope.npz"}, "error: data.train: no file nope.npz"),
+        ({"train": "d.npz", "nomalize": True}, "error: data.nomalize: not an option of dataset "
+         "'tensors' (did you mean 'normalize'?)"),
+        ({"train": "d.npz", "num_classes": 2}, "error: data.num_classes: train label"),
+        ({"train": {"x": "d.npz", "y": "d.npz"}}, "error: data.train: a pair takes .npy or .pt"),
+    ],
+)
+def test_bad_array_data_is_one_line_exit_2(cli, tmp_path, data, text):
+    from conftest import write_recipe
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((20, 1, 28, 28), dtype=np.float32),
+             y=np.arange(20) % 10)
+    path = write_recipe(tmp_path, data={"name": "tensors", "shape": None, "size": None,
+                                        "val_size": None, **data})
+    for command in ("search", "validate"):
+        result = cli(command, path)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.startswith(text), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
