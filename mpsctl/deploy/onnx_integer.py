@@ -334,5 +334,8 @@ class IntegerExporter(GraphExporter):
                     part = self._as_int(node, part)
                 names.append(self._requantize(part, grid, part.rank, hint)[0])
         out = self.g.op("Concat", names, node.name, axis=1)
+        info = {"slot": self.slot_names[id(slot)], "storage": grid.storage, **grid.describe()}
+        self.codes[out] = {"node": users[0].name, **info}  # what its quantizer outputs
+        self.tensors[out] = {"role": "activation", **info}
         return Value(out, "codes", rank, np.array([grid.scale]), grid=grid, slot=slot,
                      bound=float(max(-grid.low, grid.high)))
