@@ -4,7 +4,6 @@ share it, so the table in the issue's note is what the tests check."""
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from pathlib import Path
@@ -103,7 +102,3 @@ def _mixed_assignment(net, seed: int) -> None:
             if choice.per_channel and choice.can_prune:
                 alpha[0, seed % 3::3] = alpha[:, seed % 3::3].amax(0) + 1.0
             choice.alpha.copy_(alpha)
-
-
-def copy_of(result: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(result)
