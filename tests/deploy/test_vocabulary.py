@@ -154,3 +154,30 @@ def test_modern_vocabulary_exports_exactly(act, tmp_path: Path) -> None:
             assert not ops & {"Conv", "Sigmoid", "HardSwish", "HardSigmoid", "Tanh", "Erf"}
         else:
             assert {"Concat", "QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+class KeywordNet(nn.Module):
+    """A Conv1d keyword-spotting net written with ``x.view`` and functional pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(10, 16, 5, padding="same")
+        self.b1 = nn.BatchNorm1d(16)
+        self.c2 = nn.Conv1d(16, 16, 3, padding=1, groups=16)
+        self.fc = nn.Linear(16 * 8, 4)
+
+    def forward(self, x):
+        x = F.relu(self.b1(self.c1(x)))
+        x = F.max_pool1d(F.relu(self.c2(x)), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+@pytest.mark.parametrize("space", list(SPACES))
+def test_conv1d_keyword_net_with_view_exports(space, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(32, 10, 16)
+    net = build_supernet(calibrate_bn(KeywordNet(), x), x[:2], SPACES[space])
+    fixed = net.eval().harden()
+    for variant in ("integer", "qdq"):
+        summary = export_onnx(fixed, x, tmp_path / f"{variant}.onnx", variant)
+        assert summary["max_error_lsb"] <= 1 and summary["forced_top1_agreement"] >= 0.99
