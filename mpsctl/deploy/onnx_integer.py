@@ -230,7 +230,9 @@ class IntegerExporter(GraphExporter):
         return x.reshape(codes.numel(), channels).T.contiguous()
 
     def _call(self, node: fx.Node, x: torch.Tensor) -> torch.Tensor:
-        rest = [a for a in node.args[1:]]
+        """Run one element-wise node of the model on ``x`` (its other arguments are
+        constants: the converter's barrier_op admits no second tensor)."""
+        rest = list(node.args[1:])
         if node.op == "call_module":
             return self.modules[node.target](x)
         if node.op == "call_function":
