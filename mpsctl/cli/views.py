@@ -87,7 +87,7 @@ def show_export(result: dict) -> None:
     if "check" not in result:  # only the ONNX file of an already exported model
         _console.print(f"ONNX ({result['variant']}): {result['onnx']}, top-1 agreement "
                        f"{result['top1_agreement']:.4f}, max error {result['max_error_lsb']:g} "
-                       "LSB")
+                       f"LSB (drift {result.get('drift_max_lsb', 0):g} LSB)")
         return
     _console.print(layer_table(result["layers"], result.get("layer_costs"), "exported model"))
     _console.print(f"metrics (validation; test_* reported only): {_metrics(result['metrics'])}")
