@@ -86,11 +86,11 @@ def show_finetune(result: dict) -> None:
 
 def show_refine(result: dict) -> None:
     table = Table(title="NE16 cycles")
-    for col in ("layer", "before", "after"):
+    for col in ("layer", "before", "old heuristic", "after"):
         table.add_column(col, justify="right" if col != "layer" else "left")
-    for row in result["layers"]:
-        table.add_row(row["name"], f"{row['before']:,}", f"{row['after']:,}")
-    table.add_row("total", f"{result['total']['before']:,}", f"{result['total']['after']:,}")
+    for row in [*result["layers"], {"name": "total", **result["total"]}]:
+        table.add_row(row["name"], f"{row['before']:,}", f"{row['heuristic_cycles']:,}",
+                      f"{row['after']:,}")
     _console.print(table)
 
 
