@@ -11,8 +11,9 @@ from mpsctl.registry import Registry
 
 #: A cost model evaluates ``f(p_in, p_w, cin, cout)`` for every pair of candidate input
 #: precision ``p_in`` (shape ``(n_in, 1)``) and weight precision ``p_w`` (shape ``(1, n_w)``),
-#: with ``cin`` the (possibly fractional) effective input channel count and ``cout`` the
-#: output channels of each weight-precision group (a scalar or shape ``(1, n_w)``).
+#: with ``cin`` the (possibly fractional) effective input channel count (a scalar, or shape
+#: ``(1, n_w)`` where it differs per group: see ``cost.expected``) and ``cout`` the output
+#: channels of each weight-precision group (a scalar or shape ``(1, n_w)``).
 #: It returns a tensor broadcastable to ``(n_in, n_w)``.
 LayerCostFn = Callable[["LayerGeometry", Tensor, Tensor, Tensor, Tensor], Tensor]
 
