@@ -55,7 +55,7 @@ from mpsctl.deploy.integer import (
     requantizer,
 )
 from mpsctl.errors import UserError
-from mpsctl.search.graph import ShapeRecorder, classify, is_relu, shape_of
+from mpsctl.search.graph import ShapeRecorder, classify, is_relu, relu_bound, shape_of
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
 from mpsctl.search.supernet import Supernet
 
@@ -76,7 +76,6 @@ FORMAT = "mpsctl-onnx/1"
 _ELEM = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8, "int32": TensorProto.INT32,
          "int64": TensorProto.INT64, "uint64": TensorProto.UINT64, "float32": TensorProto.FLOAT}
 _IDENTITY_METHODS = {"contiguous", "clone", "flatten", "view", "reshape"}
-_RELU6 = (nn.ReLU6,)
 _MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d)
 _ADAPTIVE_MAXPOOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 _AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d)
@@ -460,11 +459,13 @@ class _Exporter:
         if kind == "flatten":
             return self._flatten(node, value)
         if is_relu(node, self.modules):
-            six = isinstance(module, _RELU6) or node.target is F.relu6
-            if six and (value.kind not in ("float", "acc") and (
-                    value.grid is None or value.grid.high * value.grid.scale > 6.0 + 1e-6)):
-                raise self._unsupported(node, "ReLU6 cuts a quantized range that reaches above 6")
-            return self._relu(node.name, value, six)
+            bound = relu_bound(node, self.modules)
+            top = None if bound == float("inf") else bound
+            if top is not None and (value.kind not in ("float", "acc") and (
+                    value.grid is None or value.grid.high * value.grid.scale > top * (1 + 1e-6))):
+                raise self._unsupported(
+                    node, f"a ReLU bounded at {top:g} cuts a quantized range that reaches above it")
+            return self._relu(node.name, value, top)
         if isinstance(module, _MAXPOOLS):
             return self._maxpool(node, value, module)
         if isinstance(module, _ADAPTIVE_MAXPOOLS):
@@ -484,18 +485,20 @@ class _Exporter:
     def _folded_relu(self, node: fx.Node, value: _Value) -> _Value:
         """The ReLU of a quantizer call with ``relu=True``; the codes checked against the
         PyTorch model at this node are then the ones after it."""
-        out = self._relu(f"{node.name}/relu", value, six=False)
+        out = self._relu(f"{node.name}/relu", value, None)
         info = self.codes.get(value.name)
         if out.name != value.name and info is not None and info["node"] == node.name:
             self.codes[out.name] = self.codes.pop(value.name)
         return out
 
-    def _relu(self, name: str, value: _Value, six: bool) -> _Value:
+    def _relu(self, name: str, value: _Value, top: float | None) -> _Value:
+        """ReLU, or a ReLU bounded at ``top``; on codes of an unsigned grid that ends at or
+        below ``top`` (checked by the caller) it is a no-op."""
         if value.kind == "acc":
             value = _Value(self._to_float(value, f"{name}/float"), "float", value.rank)
         if value.kind == "float":
-            if six:
-                lo, hi = np.float32(0), np.float32(6)
+            if top is not None:
+                lo, hi = np.float32(0), np.float32(top)
                 out = self.g.op("Clip", [value.name, self.g.const(f"{name}/lo", lo),
                                          self.g.const(f"{name}/hi", hi)], name)
             else:
