@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from mpsctl.models.registry import build_model
-from mpsctl.quant.fused import fused_enabled
+from mpsctl.quant.fused import runs_compiled, use_compiled
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import SearchSpace
-from mpsctl.stages.layout import use_channels_last
+from mpsctl.training.layout import use_channels_last
 
 
 def parse_args() -> argparse.Namespace:
@@ -147,7 +147,7 @@ def main() -> None:
         "weight_bits": list(weight_bits), "act_bits": list(args.act_bits),
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "fused": fused_enabled(), "search_channels_last": layout,
+        "fused": runs_compiled(use_compiled(True)), "search_channels_last": layout,
         "fp32_step_s": med["fp32"], "search_step_s": med["search"],
         # The measure: the default search step against plain fp32 training.
         "time_ratio": med["search"] / med["fp32"],

@@ -1,13 +1,26 @@
-"""A name → factory table filled by decorators (models, datasets, cost models share it)."""
+"""A name → factory table filled by decorators (models, datasets, cost models share it), and
+the one "did you mean" rule every error message about a misspelt name uses."""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def closest(word: object, choices: Iterable[str]) -> str | None:
+    """The choice closest to a misspelt ``word``, or None when nothing is close."""
+    matches = difflib.get_close_matches(str(word), list(choices), n=1)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
+    close = closest(word, choices)
+    return f" (did you mean {close!r}?)" if close is not None else ""
 
 
 class Registry(Generic[T]):
@@ -40,8 +53,7 @@ class Registry(Generic[T]):
 
     def did_you_mean(self, word: str) -> str:
         """`` (did you mean 'x'?)`` for the closest registered name, else ``""``."""
-        close = difflib.get_close_matches(str(word), list(self._entries), n=1)
-        return f" (did you mean {close[0]!r}?)" if close else ""
+        return did_you_mean(word, self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -1,5 +1,15 @@
-"""Differentiable cost models (params_bit, bitops, ne16) and their registry."""
+"""Hardware-agnostic costs (``params_bit``, ``bitops``), the cost-model interface
+(``base``) and the straight-through integer helpers targets share (``rounding``).
 
-from mpsctl.cost.base import LayerGeometry, available_costs, get_cost, register_cost
+Hardware targets and the registry of every cost model by name live in :mod:`mpsctl.targets`.
+"""
 
-__all__ = ["LayerGeometry", "available_costs", "get_cost", "register_cost"]
+from mpsctl.cost.base import (
+    CostModel,
+    FunctionCostModel,
+    LayerCostFn,
+    LayerGeometry,
+    LayerKind,
+)
+
+__all__ = ["CostModel", "FunctionCostModel", "LayerCostFn", "LayerGeometry", "LayerKind"]

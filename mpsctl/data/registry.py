@@ -7,7 +7,6 @@ before the factory runs and every factory only validates values.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from mpsctl.errors import DataError
-from mpsctl.registry import Registry
+from mpsctl.registry import Registry, did_you_mean
 
 
 @dataclass
@@ -65,7 +64,7 @@ def build_datasets(name: str, options: dict[str, Any], seed: int) -> DataBundle:
         if key not in accepted:
             allowed = ", ".join(accepted) or "none"
             raise DataError(
-                f"data.{key}: not an option of dataset {name!r}{_did_you_mean(key, accepted)}; "
+                f"data.{key}: not an option of dataset {name!r}{did_you_mean(key, accepted)}; "
                 f"remove it (its options: {allowed})"
             )
     return _lookup(name)(seed=seed, **given)
@@ -80,6 +79,3 @@ def _lookup(name: str) -> DatasetFactory:
     return DATASETS.get(name)
 
 
-def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mpsctl.errors import UserError
-from mpsctl.quant.activation import _FLOOR_EPS, act_levels
+from mpsctl.quant.grid import act_levels, floor_margin
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
 
 #: Requantisation multipliers are integers below 2^MULTIPLIER_BITS.
@@ -78,7 +78,7 @@ class ActGrid:
     @property
     def floor_eps(self) -> float:
         """The margin the unsigned forward adds before flooring (see ``pact_forward``)."""
-        return _FLOOR_EPS * max(1.0, self.levels / 255)
+        return floor_margin(self.levels)
 
     @property
     def storage(self) -> str:

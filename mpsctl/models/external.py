@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from mpsctl.errors import ModelError
-from mpsctl.models.registry import did_you_mean
+from mpsctl.registry import did_you_mean
 
 
 def torchvision_factory(name: str) -> Callable[..., nn.Module]:

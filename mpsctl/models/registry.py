@@ -5,16 +5,15 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from mpsctl.errors import ModelError
-from mpsctl.registry import Registry
+from mpsctl.registry import Registry, did_you_mean
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -89,12 +88,6 @@ def call_factory(name: str, factory: Any, kwargs: dict[str, Any]) -> nn.Module:
             "point it at a class or a function that returns one"
         )
     return model
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _blamed_key(message: str, kwargs: dict[str, Any]) -> str:

@@ -12,20 +12,8 @@ import torch
 from torch import Tensor
 
 from mpsctl.quant import fused
-
-#: Added to codes before flooring so a value already on the grid (k/s computed in floats)
-#: maps back to code k instead of k-1 through round-off.
-_FLOOR_EPS = 1e-4
-
-
-def act_levels(bits: int, signed: bool) -> int:
-    """Largest code magnitude: 2^p - 1 unsigned, 2^(p-1) - 1 signed (at least 1)."""
-    return max((1 << (bits - 1)) - 1, 1) if signed else (1 << bits) - 1
-
-
-def act_scale(clip: Tensor, bits: int, signed: bool) -> Tensor:
-    """Quantization step ``clip / levels``: the value of one integer code."""
-    return clip / act_levels(bits, signed)
+from mpsctl.quant.fused import Direction
+from mpsctl.quant.grid import act_levels, act_scale, floor_margin
 
 
 def pact_forward(x: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
@@ -36,9 +24,7 @@ def pact_forward(x: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
     step = act_scale(clip, bits, signed)
     if signed:
         return torch.round(torch.maximum(torch.minimum(x, clip), -clip) * s) * step
-    # The round-off in s·(k·step) grows with the code k: widen the margin above 8 bits so
-    # that re-quantizing a quantized value stays exact (float32 at 16 bits: ulp(65535) ≈ 0.004).
-    eps = _FLOOR_EPS * max(1.0, levels / 255)
+    eps = floor_margin(levels)
     return torch.floor(torch.minimum(x.clamp_min(0), clip) * s + eps) * step
 
 
@@ -87,13 +73,14 @@ class MixedPACTQuantize(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx, x: Tensor, clip: Tensor, theta: Tensor, bits: Sequence[int], signed: bool,
-        relu: bool = False,
+        relu: bool = False, compiled: bool = False,
     ) -> Tensor:
         ctx.key = (tuple(bits), signed, relu)
-        out = fused.call("pact", ctx.key, 0, x, clip, theta)
+        ctx.compiled = compiled
+        out = fused.call("pact", ctx.key, Direction.FORWARD, x, clip, theta, compiled=compiled)
         # The eager backward reads the ReLU mask from the output; the compiled one recomputes
         # it (see fused._pact_bodies).
-        keep = relu and not fused.fused_enabled()
+        keep = relu and not fused.runs_compiled(compiled)
         ctx.save_for_backward(x, clip, theta, out if keep else None)
         return out
 
@@ -101,10 +88,11 @@ class MixedPACTQuantize(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, clip, theta, out = ctx.saved_tensors
         grad_x, grad_clip, grad_theta = fused.call(
-            "pact", ctx.key, 1, grad.contiguous(), x, clip, theta, out
+            "pact", ctx.key, Direction.BACKWARD, grad.contiguous(), x, clip, theta, out,
+            compiled=ctx.compiled,
         )
         grad_theta = grad_theta if ctx.needs_input_grad[2] else None
-        return grad_x, grad_clip.reshape(clip.shape), grad_theta, None, None, None
+        return grad_x, grad_clip.reshape(clip.shape), grad_theta, None, None, None, None
 
 
 def pact_quantize(x: Tensor, clip: Tensor, bits: int, signed: bool = False) -> Tensor:
@@ -114,17 +102,20 @@ def pact_quantize(x: Tensor, clip: Tensor, bits: int, signed: bool = False) -> T
 
 def mixed_pact_quantize(
     x: Tensor, clip: Tensor, theta: Tensor, bits: Sequence[int], signed: bool = False,
-    relu: bool = False,
+    relu: bool = False, compiled: bool | None = None,
 ) -> Tensor:
     """Expected fake-quantized activation under choice weights ``theta`` (one per precision),
-    followed by a ReLU when ``relu`` is set.
+    followed by a ReLU when ``relu`` is set; ``compiled`` picks the fused bodies (None: as
+    the environment allows).
 
     The function is pointwise, so it runs on a flat view of ``x`` in memory order (one
     compiled kernel serves every shape, and a channels-last tensor is not copied); the
     view back happens outside it, so in-place ops after it are safe.
     """
     flat, restore = _flat_in_memory_order(x)
-    out = MixedPACTQuantize.apply(flat, clip, theta, tuple(bits), signed, relu)
+    if compiled is None:
+        compiled = fused.compiler_allowed()
+    out = MixedPACTQuantize.apply(flat, clip, theta, tuple(bits), signed, relu, compiled)
     return restore(out)
 
 

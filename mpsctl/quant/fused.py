@@ -5,8 +5,9 @@ one in eager mode they read and write the activation tensor some 20 times, which
 search step several times slower than plain training. Written as one pure function per
 (precisions, signedness), inductor fuses forward into one pass and backward (the input,
 clip and θ gradients) into one pass with reductions. The eager bodies are the fallback
-(no compiler, or switched off by ``MPSCTL_FUSED=0`` or the recipe's ``search.compile:
-false``) and compute the same numbers.
+and compute the same numbers. Each quantizer is told at construction which path it takes
+(``compiled``: the recipe's ``search.compile``, unless ``MPSCTL_FUSED=0`` switches the
+compiler off for the process); a failed compilation moves the whole process to eager.
 """
 
 from __future__ import annotations
@@ -16,35 +17,48 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from enum import IntEnum
 
 import torch
 from torch import Tensor
 
-_FLOOR_EPS = 1e-4
-_state = {"enabled": os.environ.get("MPSCTL_FUSED", "1") != "0", "broken": False}
+from mpsctl.quant.grid import act_levels, floor_margin
+
+#: Set once a compilation failed (no C++ compiler, unsupported platform): from then on every
+#: quantizer of the process runs the eager bodies. A fact about the machine, not a setting.
+_state = {"broken": False}
 
 
-def set_fused(enabled: bool) -> None:
-    """Switch the compiled path on or off for this process (the eager path always works)."""
-    _state["enabled"] = bool(enabled) and os.environ.get("MPSCTL_FUSED", "1") != "0"
+class Direction(IntEnum):
+    """Which body of a quantizer :func:`call` runs."""
+
+    FORWARD = 0
+    BACKWARD = 1
 
 
-def fused_enabled() -> bool:
-    return _state["enabled"] and not _state["broken"]
+def compiler_allowed() -> bool:
+    """False when ``MPSCTL_FUSED=0`` switches the compiled bodies off for the process."""
+    return os.environ.get("MPSCTL_FUSED", "1") != "0"
 
 
-def _levels(bits: int, signed: bool) -> int:
-    return max((1 << (bits - 1)) - 1, 1) if signed else (1 << bits) - 1
+def use_compiled(requested: bool) -> bool:
+    """The path a quantizer built now takes: compiled when ``requested`` (the recipe's
+    ``search.compile``) and the environment allows it."""
+    return bool(requested) and compiler_allowed()
+
+
+def runs_compiled(compiled: bool) -> bool:
+    """Whether a quantizer built with ``compiled`` runs the compiled bodies right now."""
+    return compiled and not _state["broken"]
 
 
 def _codes(xc: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:
     """Integer codes (as floats) of an already clipped tensor (``xc`` within the range)."""
-    levels = _levels(bits, signed)
+    levels = act_levels(bits, signed)
     s = levels / clip
     if signed:
         return torch.round(xc * s)
-    # Same margin as activation.pact_forward (grows above 8 bits with the float round-off).
-    return torch.floor(xc * s + _FLOOR_EPS * max(1.0, levels / 255))
+    return torch.floor(xc * s + floor_margin(levels))
 
 
 def _clipped(x: Tensor, clip: Tensor, signed: bool) -> Tensor:
@@ -65,9 +79,9 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool):
     def mixture(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
         # Σ k_i · (θ_i · step_i): at a one-hot θ exactly the fixed path's k · step.
         xc = _clipped(x, clip, signed)
-        out = _codes(xc, clip, bits[0], signed) * (theta[0] * (clip / _levels(bits[0], signed)))
+        out = _codes(xc, clip, bits[0], signed) * (theta[0] * (clip / act_levels(bits[0], signed)))
         for i in range(1, len(bits)):
-            step = clip / _levels(bits[i], signed)
+            step = clip / act_levels(bits[i], signed)
             out = out + _codes(xc, clip, bits[i], signed) * (theta[i] * step)
         return out
 
@@ -91,7 +105,7 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool):
             grad_clip = grad_clip - torch.where(below, grad, 0.0).sum()
         xc = _clipped(x, clip, signed)
         grad_theta = torch.stack(
-            [(grad * _codes(xc, clip, p, signed)).sum() * (clip / _levels(p, signed))
+            [(grad * _codes(xc, clip, p, signed)).sum() * (clip / act_levels(p, signed))
              for p in bits]
         )
         return grad_x, grad_clip * mass, grad_theta
@@ -104,14 +118,16 @@ def _relu_floor(relu: bool, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.tensor(0.0 if relu else -math.inf, dtype=dtype, device=device)
 
 
-def _call_compiled_pact(key: tuple, which: int, args: tuple) -> tuple:
+def _call_compiled_pact(key: tuple, direction: Direction, args: tuple) -> tuple:
     bits, signed, relu = key
     fns = _compiled("pact", (bits, signed))
-    x = args[0] if which == 0 else args[1]
+    forward = direction == Direction.FORWARD
+    x = args[0] if forward else args[1]
     floor = _relu_floor(relu, x.dtype, x.device) if signed else None
-    if which == 0:
-        return fns[0](*args, floor)
-    return fns[1](*args[:4], floor)  # the saved output (args[4]) is for the eager path
+    if forward:
+        return fns[Direction.FORWARD](*args, floor)
+    # the saved output (args[4]) is for the eager path
+    return fns[Direction.BACKWARD](*args[:4], floor)
 
 
 _scratch: dict[tuple, Tensor] = {}
@@ -152,7 +168,7 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
         top = float(clip)
         rows = []
         for i, p in enumerate(bits):
-            levels = _levels(p, signed)
+            levels = act_levels(p, signed)
             step = clip / levels
             weight = float(theta[i] * step) if theta is not None else 0.0
             rows.append((p, float(levels / clip), float(step), weight))
@@ -161,11 +177,11 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
     def codes_into(buf: Tensor, x: Tensor, s: float, p: int) -> Tensor:
         # The fixed path's codes of clamp(x): for x outside the range they land on the end
         # codes (s·clip is within an ulp of the top code, well inside the floor margin).
-        levels = _levels(p, signed)
+        levels = act_levels(p, signed)
         torch.mul(x, s, out=buf)
         if signed:
             return buf.round_().clamp_(-levels, levels)
-        return buf.add_(_FLOOR_EPS * max(1.0, levels / 255)).floor_().clamp_(0, levels)
+        return buf.add_(floor_margin(levels)).floor_().clamp_(0, levels)
 
     def forward(x: Tensor, clip: Tensor, theta: Tensor) -> Tensor:
         _, _, rows = scalars(clip, theta)
@@ -289,22 +305,23 @@ def _eager(kind: str, key: tuple) -> tuple[Callable, Callable]:
     return _pact_eager_bodies(*key) if kind == "pact" else _minmax_bodies(*key)
 
 
-def call(kind: str, key: tuple, which: int, *args):
-    """Run a body; if compilation fails (no C++ compiler, unsupported platform), warn once
-    and continue on the eager path for the rest of the process.
+def call(kind: str, key: tuple, direction: Direction, *args, compiled: bool):
+    """Run a body, compiled if ``compiled``; if compilation fails (no C++ compiler,
+    unsupported platform), warn once and continue on the eager path for the rest of the
+    process.
 
     ``key`` is ``(bits, signed, relu)`` for ``"pact"`` and ``(bits, per_channel)`` for
-    ``"minmax"``; ``which`` is 0 (forward) or 1 (backward).
+    ``"minmax"``.
 
     The bodies are called from autograd functions, so they get detached tensors: otherwise
     dynamo would compile again for every requires_grad pattern and every parameter shape.
     """
     args = tuple(a.detach() if a is not None else None for a in args)
-    if fused_enabled():
+    if runs_compiled(compiled):
         try:
             if kind == "pact":
-                return _call_compiled_pact(key, which, args)
-            return _compiled(kind, key)[which](*args)
+                return _call_compiled_pact(key, direction, args)
+            return _compiled(kind, key)[direction](*args)
         except Exception as exc:  # inductor raises many kinds; the eager path is exact
             _state["broken"] = True
             warnings.warn(
@@ -312,4 +329,4 @@ def call(kind: str, key: tuple, which: int, *args):
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); using the eager path",
                 RuntimeWarning, stacklevel=2,
             )
-    return _eager(kind, key)[which](*args)
+    return _eager(kind, key)[direction](*args)

@@ -2,6 +2,8 @@
 
 A weight quantizer handles every candidate precision of one layer: ``mixed`` gives the
 expected weights under choice weights θ, ``fixed`` the weights at one precision per channel.
+``compiled`` (given when the quantizer is built; None: as the environment allows) picks the
+fused, compiled mixture bodies or the eager ones (:mod:`mpsctl.quant.fused`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from mpsctl.quant.activation import act_scale, mixed_pact_quantize, pact_quantize
+from mpsctl.quant.activation import mixed_pact_quantize, pact_quantize
+from mpsctl.quant.fused import compiler_allowed
+from mpsctl.quant.grid import act_scale
 from mpsctl.quant.lsq import lsq_init_step, lsq_quantize
 from mpsctl.quant.weight import (
     channel_absmax,
@@ -24,9 +28,10 @@ from mpsctl.quant.weight import (
 class WeightQuantizer(nn.Module):
     """Base of weight quantizers over candidate precisions ``bits`` (ascending, may hold 0)."""
 
-    def __init__(self, bits: Sequence[int]) -> None:
+    def __init__(self, bits: Sequence[int], compiled: bool | None = None) -> None:
         super().__init__()
         self.bits = tuple(int(b) for b in bits)
+        self.compiled = compiler_allowed() if compiled is None else bool(compiled)
         self.register_buffer("bits_tensor", torch.tensor(self.bits), persistent=False)
 
     # ``absmax`` (optional, ``(Cout,)``) is the per-channel statistic to use instead of
@@ -55,11 +60,13 @@ class WeightQuantizer(nn.Module):
 class MinMaxWeightQuantizer(WeightQuantizer):
     """Symmetric per-channel min-max (SPEC §1.2); stateless."""
 
-    def __init__(self, bits: Sequence[int], weight: Tensor | None = None) -> None:
-        super().__init__(bits)
+    def __init__(
+        self, bits: Sequence[int], weight: Tensor | None = None, compiled: bool | None = None
+    ) -> None:
+        super().__init__(bits, compiled)
 
     def mixed(self, weight: Tensor, theta: Tensor, absmax: Tensor | None = None) -> Tensor:
-        return mixed_minmax_quantize(weight, theta, self.bits, absmax)
+        return mixed_minmax_quantize(weight, theta, self.bits, absmax, self.compiled)
 
     def fixed(self, weight: Tensor, index: Tensor, absmax: Tensor | None = None) -> Tensor:
         return minmax_quantize(weight, self.bits_tensor[index], absmax)
@@ -72,8 +79,10 @@ class MinMaxWeightQuantizer(WeightQuantizer):
 class LSQWeightQuantizer(WeightQuantizer):
     """Learned per-channel step for each candidate precision, initialised from the weights."""
 
-    def __init__(self, bits: Sequence[int], weight: Tensor) -> None:
-        super().__init__(bits)
+    def __init__(
+        self, bits: Sequence[int], weight: Tensor, compiled: bool | None = None
+    ) -> None:
+        super().__init__(bits, compiled)
         steps = [
             lsq_init_step(weight, b) if b else torch.zeros(weight.shape[0]) for b in self.bits
         ]
@@ -119,10 +128,11 @@ class PACTActivationQuantizer(nn.Module):
 
     def __init__(
         self, bits: Sequence[int], clip: float = 6.0, signed: bool = False, floor: float = 1e-3,
-        clip_max: float | None = None,
+        compiled: bool | None = None, clip_max: float | None = None,
     ) -> None:
         super().__init__()
         self.bits = tuple(int(b) for b in bits)
+        self.compiled = compiler_allowed() if compiled is None else bool(compiled)
         self.signed = signed
         self.floor = floor
         if clip_max is not None and not clip_max > floor:
@@ -141,7 +151,7 @@ class PACTActivationQuantizer(nn.Module):
 
     def mixed(self, x: Tensor, theta: Tensor, relu: bool = False) -> Tensor:
         return mixed_pact_quantize(x, self._clip().to(x.dtype), theta.to(x.dtype), self.bits,
-                                   self.signed, relu)
+                                   self.signed, relu, self.compiled)
 
     def fixed(self, x: Tensor, index: int) -> Tensor:
         return pact_quantize(x, self._clip().to(x.dtype), self.bits[index], self.signed)
@@ -156,7 +166,7 @@ class PACTActivationQuantizer(nn.Module):
         return f"bits={self.bits}, signed={self.signed}{bound}"
 
 
-WeightQuantizerFactory = Callable[[Sequence[int], Tensor], WeightQuantizer]
+WeightQuantizerFactory = Callable[..., WeightQuantizer]
 
 WEIGHT_QUANTIZERS: dict[str, WeightQuantizerFactory] = {
     "minmax": MinMaxWeightQuantizer,
@@ -167,7 +177,9 @@ ACTIVATION_QUANTIZERS: dict[str, type[PACTActivationQuantizer]] = {
 }
 
 
-def make_weight_quantizer(name: str, bits: Sequence[int], weight: Tensor) -> WeightQuantizer:
+def make_weight_quantizer(
+    name: str, bits: Sequence[int], weight: Tensor, compiled: bool | None = None
+) -> WeightQuantizer:
     """Build the weight quantizer registered as ``name``."""
     try:
         factory = WEIGHT_QUANTIZERS[name]
@@ -175,7 +187,7 @@ def make_weight_quantizer(name: str, bits: Sequence[int], weight: Tensor) -> Wei
         raise ValueError(
             f"unknown weight quantizer {name!r} (available: {', '.join(WEIGHT_QUANTIZERS)})"
         ) from None
-    return factory(bits, weight)
+    return factory(bits, weight, compiled=compiled)
 
 
 def make_activation_quantizer(name: str, bits: Sequence[int], **options) -> PACTActivationQuantizer:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from mpsctl.quant import fused
+from mpsctl.quant.fused import Direction
 
 
 def channel_absmax(weight: Tensor, input_mask: Tensor | None = None) -> Tensor:
@@ -66,20 +67,24 @@ class MixedMinMaxQuantize(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, weight: Tensor, theta: Tensor, bits: Sequence[int], absmax: Tensor | None
+        ctx, weight: Tensor, theta: Tensor, bits: Sequence[int], absmax: Tensor | None,
+        compiled: bool = False,
     ) -> Tensor:
         absmax = channel_absmax(weight) if absmax is None else absmax
         ctx.save_for_backward(weight, theta, absmax)
         ctx.key = (tuple(bits), theta.dim() == 2)
-        return fused.call("minmax", ctx.key, 0, weight, theta, absmax)
+        ctx.compiled = compiled
+        return fused.call("minmax", ctx.key, Direction.FORWARD, weight, theta, absmax,
+                          compiled=compiled)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         weight, theta, absmax = ctx.saved_tensors
         grad_w, grad_theta = fused.call(
-            "minmax", ctx.key, 1, grad.contiguous(), weight, theta, absmax
+            "minmax", ctx.key, Direction.BACKWARD, grad.contiguous(), weight, theta, absmax,
+            compiled=ctx.compiled,
         )
-        return grad_w, grad_theta if ctx.needs_input_grad[1] else None, None, None
+        return grad_w, grad_theta if ctx.needs_input_grad[1] else None, None, None, None
 
 
 def minmax_quantize(
@@ -90,12 +95,17 @@ def minmax_quantize(
 
 
 def mixed_minmax_quantize(
-    weight: Tensor, theta: Tensor, bits: Sequence[int], absmax: Tensor | None = None
+    weight: Tensor, theta: Tensor, bits: Sequence[int], absmax: Tensor | None = None,
+    compiled: bool | None = None,
 ) -> Tensor:
-    """Expected fake-quantized weights under choice weights ``theta``.
+    """Expected fake-quantized weights under choice weights ``theta``; ``compiled`` picks the
+    fused bodies (None: as the environment allows).
 
     Runs on the ``(Cout, everything else)`` view, so one compiled kernel serves conv and
     linear weights of every shape.
     """
+    if compiled is None:
+        compiled = fused.compiler_allowed()
     flat = weight.reshape(weight.shape[0], -1)
-    return MixedMinMaxQuantize.apply(flat, theta, tuple(bits), absmax).reshape(weight.shape)
+    out = MixedMinMaxQuantize.apply(flat, theta, tuple(bits), absmax, compiled)
+    return out.reshape(weight.shape)

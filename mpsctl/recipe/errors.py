@@ -6,7 +6,6 @@ are joined with ``"; "`` so the CLI can print the whole verdict on a single line
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 from collections.abc import Iterable, Sequence
@@ -15,6 +14,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from mpsctl.errors import RecipeError
+from mpsctl.registry import closest
 
 #: pydantic error type of the problems raised by the schema's own validators; their ``ctx``
 #: holds ``problems``: a list of ``(sub_location, text)`` pairs relative to the error's loc.
@@ -34,12 +34,6 @@ def format_path(loc: Iterable[str | int]) -> str:
         else:
             text += f'["{part}"]'
     return text
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """The closest choice to a misspelt ``word``, or None when nothing is close."""
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
 
 
 def show(value: Any) -> str:
@@ -128,7 +122,7 @@ def _unknown_key(loc: Sequence[str | int], root: type[BaseModel], list_allowed: 
     """Suggest the closest field; otherwise list the allowed keys (once per section)."""
     key = str(loc[-1])
     fields = _fields_at(root, loc[:-1])
-    guess = did_you_mean(key, fields)
+    guess = closest(key, fields)
     if guess is not None:
         return f"unknown key (did you mean '{guess}'?)"
     if fields and list_allowed:

@@ -24,7 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from mpsctl.recipe.errors import PROBLEMS, did_you_mean, format_path
+from mpsctl.recipe.errors import PROBLEMS, format_path
+from mpsctl.registry import closest
 
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -36,7 +37,6 @@ Bool = Annotated[bool, Strict()]
 MAX_BITS = 16
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-NE16_COST = "ne16"
 
 #: A problem found by a validator: location relative to the validated value, and text.
 Problem = tuple[tuple["str | int", ...], str]
@@ -50,9 +50,16 @@ def problems(found: list[Problem]) -> PydanticCustomError:
 
 def known_costs() -> tuple[str, ...]:
     """Cost model names a recipe may use (imported lazily: the registry pulls in torch code)."""
-    from mpsctl.cost import available_costs
+    from mpsctl.targets import available_cost_models
 
-    return tuple(available_costs())
+    return tuple(available_cost_models())
+
+
+def required_act_bits(cost: str) -> tuple[int, ...] | None:
+    """The activation precisions the target behind ``cost`` runs (None: any, or unknown)."""
+    from mpsctl.targets import COST_MODELS, build_cost_model
+
+    return build_cost_model(cost).act_bits if cost in COST_MODELS else None
 
 
 @functools.cache
@@ -187,7 +194,7 @@ class OptimizerConfig(Section):
         names = torch_optimizers()
         if name.lower() in names:
             return name.lower()
-        guess = did_you_mean(name.lower(), names)
+        guess = closest(name.lower(), names)
         hint = f"did you mean '{guess}'?" if guess else ", ".join(sorted(names))
         raise problems([((), f"'{name}' is not a torch.optim optimizer ({hint})")])
 
@@ -293,7 +300,7 @@ class SearchConfig(Section):
         found: list[Problem] = []
         for name in cost:
             if name not in names:
-                guess = did_you_mean(name, names)
+                guess = closest(name, names)
                 hint = f"did you mean '{guess}'? " if guess else ""
                 found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)})"))
         if found:
@@ -302,7 +309,7 @@ class SearchConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:
-        found = self._pruning_problems() + self._ne16_problems()
+        found = self._pruning_problems() + self._target_problems()
         if found:
             raise problems(found)
         return self
@@ -319,20 +326,20 @@ class SearchConfig(Section):
                 found.append((("layers", key, "weight_bits", 0), fix))
         return found
 
-    def _ne16_problems(self) -> list[Problem]:
-        if NE16_COST not in self.cost:
-            return []
+    def _target_problems(self) -> list[Problem]:
+        """Activation precisions a hardware target in ``cost`` cannot run."""
         found: list[Problem] = []
-        if self.act_bits != [8]:
-            found.append((("act_bits",), "ne16 needs 8-bit activations (set search.act_bits: [8])"))
-        for key, layer in self.layers.items():
-            if layer.act_bits is not None and layer.act_bits != [8]:
-                found.append(
-                    (
-                        ("layers", key, "act_bits"),
-                        "ne16 needs 8-bit activations (set it to [8] or remove it)",
-                    )
-                )
+        for cost in self.cost:
+            allowed = required_act_bits(cost)
+            if allowed is None:
+                continue
+            needs = f"{cost} needs {'/'.join(map(str, allowed))}-bit activations"
+            if not set(self.act_bits) <= set(allowed):
+                found.append((("act_bits",), f"{needs} (set search.act_bits: {list(allowed)})"))
+            for key, layer in self.layers.items():
+                if layer.act_bits is not None and not set(layer.act_bits) <= set(allowed):
+                    found.append((("layers", key, "act_bits"),
+                                  f"{needs} (set it to {list(allowed)} or remove it)"))
         return found
 
 

@@ -11,16 +11,18 @@ choices may prune channels and where each layer's input channels come from.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, fx, nn
 
-from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
 from mpsctl.errors import ConversionError
+from mpsctl.quant.fused import use_compiled
 from mpsctl.quant.modules import make_activation_quantizer, make_weight_quantizer
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.graph import (
+    NodeKind,
     ShapeRecorder,
     classify,
     flatten_factor,
@@ -113,6 +115,8 @@ def _fold_batchnorm(layer: nn.Module, bn: nn.Module) -> None:
 class _Converter:
     def __init__(self, model: nn.Module, example: Tensor, space: SearchSpace) -> None:
         self.space = space
+        #: The quantizer path every quantizer of this supernet takes (fused or eager).
+        self.compiled = use_compiled(space.compile)
         self.gm = trace(copy.deepcopy(model).eval())
         try:
             with torch.no_grad():
@@ -180,16 +184,16 @@ class _Converter:
                 graph.erase_node(node)
 
     # -- graph walks ----------------------------------------------------------------------
-    def kind(self, node: fx.Node) -> str:
+    def kind(self, node: fx.Node) -> NodeKind:
         return classify(node, self.modules, self.layers)
 
     def value_source(self, node: fx.Node) -> fx.Node | None:
         """The quantizer-owning node whose output reaches ``node`` through value ops only."""
         while True:
             k = self.kind(node)
-            if k in ("input", "layer", "add"):
+            if k in (NodeKind.INPUT, NodeKind.LAYER, NodeKind.ADD):
                 return node
-            if k in ("value", "flatten"):
+            if k in (NodeKind.VALUE, NodeKind.FLATTEN):
                 node = node.all_input_nodes[0]
                 continue
             return None
@@ -199,9 +203,9 @@ class _Converter:
         factor = 1
         while True:
             k = self.kind(node)
-            if k in ("value", "channel", "quant"):
+            if k in (NodeKind.VALUE, NodeKind.CHANNEL, NodeKind.QUANT):
                 node = node.all_input_nodes[0]
-            elif k == "flatten":
+            elif k == NodeKind.FLATTEN:
                 factor *= flatten_factor(node)
                 node = node.all_input_nodes[0]
             else:
@@ -217,9 +221,9 @@ class _Converter:
             n = stack.pop()
             for user in n.users:
                 k = self.kind(user)
-                if k == "output":
+                if k == NodeKind.OUTPUT:
                     return True
-                if k in ("value", "channel", "flatten") and user not in seen:
+                if k in (NodeKind.VALUE, NodeKind.CHANNEL, NodeKind.FLATTEN) and user not in seen:
                     seen.add(user)
                     stack.append(user)
         return False
@@ -231,8 +235,8 @@ class _Converter:
         graph = self.gm.graph
         nodes = list(graph.nodes)
         order = {n: i for i, n in enumerate(nodes)}
-        layer_nodes = [n for n in nodes if self.kind(n) == "layer"]
-        add_nodes = [n for n in nodes if self.kind(n) == "add"]
+        layer_nodes = [n for n in nodes if self.kind(n) == NodeKind.LAYER]
+        add_nodes = [n for n in nodes if self.kind(n) == NodeKind.ADD]
         inputs = [n for n in nodes if n.op == "placeholder" and shape_of(n) is not None]
         final = {n for n in layer_nodes if self.reaches_output(n)}
 
@@ -262,14 +266,14 @@ class _Converter:
         for n in add_nodes:
             for arg in n.all_input_nodes:
                 src, _ = self.channel_sources(arg)
-                if self.kind(src) in ("layer", "add"):
+                if self.kind(src) in (NodeKind.LAYER, NodeKind.ADD):
                     weights.union(n, src)
                 else:
                     no_prune.add(n)
         for n in layer_nodes:
             if self._is_depthwise(n):
                 src, _ = self.channel_sources(n.args[0])
-                if self.kind(src) in ("layer", "add"):
+                if self.kind(src) in (NodeKind.LAYER, NodeKind.ADD):
                     weights.union(n, src)
                 else:
                     no_prune.add(n)
@@ -278,7 +282,7 @@ class _Converter:
                 src, _ = self.channel_sources(n.args[0])
                 no_prune.add(src)
         for n in nodes:
-            if self.kind(n) in ("barrier", "output"):
+            if self.kind(n) in (NodeKind.BARRIER, NodeKind.OUTPUT):
                 for arg in n.all_input_nodes:
                     if shape_of(arg) is not None:
                         no_prune.add(self.channel_sources(arg)[0])
@@ -318,7 +322,7 @@ class _Converter:
     def _make_weight_choices(self, weights, layer_nodes, add_nodes, blocked):
         choices: dict[fx.Node, PrecisionChoice] = {}
         for leader, members in weights.groups(layer_nodes + add_nodes).items():
-            layers = [m for m in members if self.kind(m) == "layer"]
+            layers = [m for m in members if self.kind(m) == NodeKind.LAYER]
             if not layers:
                 continue
             bits = self._agreed_bits(layers, self.space.weight_bits_for, "weight_bits")
@@ -389,7 +393,8 @@ class _Converter:
         if clip_max is not None:
             options["clip_max"] = clip_max
         try:
-            quantizer = make_activation_quantizer(kind, bits, signed=signed, **options)
+            quantizer = make_activation_quantizer(kind, bits, signed=signed,
+                                                  compiled=self.compiled, **options)
         except (TypeError, ValueError) as exc:
             raise ConversionError(f"search.layers[{name}]: {exc}") from None
         return ActivationSlot(quantizer, PrecisionChoice(bits))
@@ -411,7 +416,7 @@ class _Converter:
         while True:
             if is_relu(node, self.modules):
                 return True
-            if self.kind(node) in ("value", "channel", "flatten"):
+            if self.kind(node) in (NodeKind.VALUE, NodeKind.CHANNEL, NodeKind.FLATTEN):
                 node = node.all_input_nodes[0]
                 continue
             return False
@@ -423,7 +428,8 @@ class _Converter:
             name = str(n.target)
             try:
                 quantizer = make_weight_quantizer(
-                    self.space.weight_quantizer_for(name), choice.bits, module.weight
+                    self.space.weight_quantizer_for(name), choice.bits, module.weight,
+                    self.compiled,
                 )
             except ValueError as exc:
                 raise ConversionError(f"search.layers[{name}]: {exc}") from None
@@ -434,13 +440,13 @@ class _Converter:
 
     def _geometry(self, node: fx.Node, module: nn.Module) -> LayerGeometry:
         if isinstance(module, nn.Linear):
-            return LayerGeometry("linear", module.in_features, module.out_features)
+            return LayerGeometry(LayerKind.LINEAR, module.in_features, module.out_features)
         out = shape_of(node)
         if isinstance(module, nn.Conv1d):
             kernel, out_hw = (module.kernel_size[0], 1), (out[2], 1)
         else:
             kernel, out_hw = tuple(module.kernel_size), (out[2], out[3])
-        kind = "depthwise" if self._is_depthwise(node) else "conv"
+        kind = LayerKind.DEPTHWISE if self._is_depthwise(node) else LayerKind.CONV
         return LayerGeometry(
             kind, module.in_channels, module.out_channels, kernel, out_hw, module.groups
         )
@@ -474,7 +480,7 @@ class _Converter:
         for n in layer_nodes:
             layer: SearchableLayer = self.modules[str(n.target)]
             cin_source = None
-            if layer.geometry.kind != "depthwise":
+            if layer.geometry.kind != LayerKind.DEPTHWISE:
                 src, factor = self.channel_sources(n.args[0])
                 if src in weights.parent and weights.find(src) in choices:
                     cin_source = (choices[weights.find(src)], factor)
@@ -488,7 +494,7 @@ class _Converter:
         an unsigned quantizer whose clip is bounded by ``m``: it could cut nothing."""
         graph = self.gm.graph
         for node in list(graph.nodes):
-            if not (node.op == "call_module" and self.kind(node) == "quant"):
+            if not (node.op == "call_module" and self.kind(node) == NodeKind.QUANT):
                 continue
             signed = self.modules[str(node.target)].quantizer.signed
             users = list(node.users)
@@ -513,7 +519,7 @@ class _Converter:
     def _input_slot(self, node: fx.Node) -> ActivationSlot:
         """The quantizer whose output reaches ``node`` (walking back over value ops)."""
         src = node.args[0]
-        while self.kind(src) != "quant":
+        while self.kind(src) != NodeKind.QUANT:
             src = src.all_input_nodes[0]
         return self.modules[str(src.target)]
 
@@ -527,6 +533,14 @@ class _NameOnly:
         self.target = target
 
 
-def build_supernet(model: nn.Module, example_input: Tensor, space: SearchSpace) -> Supernet:
-    """Convert ``model`` (never modified) into a :class:`Supernet` over ``space``."""
-    return _Converter(model, example_input, space).build()
+def build_supernet(
+    model: nn.Module,
+    example_input: Tensor,
+    space: SearchSpace,
+    cost_models: Mapping[str, CostModel] | None = None,
+) -> Supernet:
+    """Convert ``model`` (never modified) into a :class:`Supernet` over ``space``, measured
+    with ``cost_models`` (by name; names not given get the registry's defaults)."""
+    net = _Converter(model, example_input, space).build()
+    net.cost_models.update(cost_models or {})
+    return net

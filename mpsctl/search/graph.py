@@ -15,7 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from mpsctl.enums import StrEnum
 from mpsctl.search.layers import ActivationSlot
+
+
+class NodeKind(StrEnum):
+    """What an fx node is to the converter (see the module docstring)."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    LAYER = "layer"
+    QUANT = "quant"
+    VALUE = "value"
+    CHANNEL = "channel"
+    FLATTEN = "flatten"
+    ADD = "add"
+    SHAPE = "shape"
+    BARRIER = "barrier"
 
 VALUE_MODULES = (
     nn.ReLU, nn.ReLU6, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -84,53 +100,53 @@ def flatten_factor(node: fx.Node) -> int:
     return _prod(shape_of(src)[2:])
 
 
-def classify(node: fx.Node, modules: dict[str, nn.Module], layers: set[str]) -> str:
-    """One of: input, output, layer, quant, value, channel, flatten, add, shape, barrier."""
+def classify(node: fx.Node, modules: dict[str, nn.Module], layers: set[str]) -> NodeKind:
+    """What ``node`` is to the converter and the exporters (see :class:`NodeKind`)."""
     if node.op == "placeholder":
-        return "input"
+        return NodeKind.INPUT
     if node.op == "output":
-        return "output"
+        return NodeKind.OUTPUT
     if node.op == "get_attr":
-        return "shape"
+        return NodeKind.SHAPE
     if node.op == "call_module":
         if node.target in layers:
-            return "layer"
+            return NodeKind.LAYER
         module = modules[node.target]
         if isinstance(module, ActivationSlot):
-            return "quant"
+            return NodeKind.QUANT
         if isinstance(module, nn.Flatten):
-            return "flatten" if _is_flatten(node) else "barrier"
+            return NodeKind.FLATTEN if _is_flatten(node) else NodeKind.BARRIER
         if isinstance(module, VALUE_MODULES) or relu_bound(node, modules) is not None:
-            return "value"
+            return NodeKind.VALUE
         if isinstance(module, CHANNEL_MODULES):
-            return "channel"
-        return "barrier"
+            return NodeKind.CHANNEL
+        return NodeKind.BARRIER
     if node.op == "call_function":
         fn = node.target
         if fn in SHAPE_FUNCTIONS or shape_of(node) is None:
-            return "shape"
+            return NodeKind.SHAPE
         if fn in ADD_FUNCTIONS and len(tensor_args(node)) == 2:
-            return "add"
+            return NodeKind.ADD
         if fn is torch.flatten:
-            return "flatten" if _is_flatten(node) else "barrier"
+            return NodeKind.FLATTEN if _is_flatten(node) else NodeKind.BARRIER
         if fn in VALUE_FUNCTIONS or relu_bound(node, modules) is not None:
-            return "value"
+            return NodeKind.VALUE
         if fn in CHANNEL_FUNCTIONS:
-            return "channel"
-        return "barrier"
+            return NodeKind.CHANNEL
+        return NodeKind.BARRIER
     # call_method
     name = node.target
     if name in SHAPE_METHODS or shape_of(node) is None:
-        return "shape"
+        return NodeKind.SHAPE
     if name in ADD_METHODS and len(tensor_args(node)) == 2:
-        return "add"
+        return NodeKind.ADD
     if name in RESHAPE_METHODS:
         if shape_of(node) == shape_of(node.all_input_nodes[0]):
-            return "value"
-        return "flatten" if _is_flatten(node) else "barrier"
+            return NodeKind.VALUE
+        return NodeKind.FLATTEN if _is_flatten(node) else NodeKind.BARRIER
     if name in VALUE_METHODS:
-        return "value"
-    return "barrier"
+        return NodeKind.VALUE
+    return NodeKind.BARRIER
 
 
 def is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:

@@ -12,11 +12,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.base import LayerGeometry, LayerKind
+from mpsctl.enums import StrEnum
 from mpsctl.quant.bias import quantize_bias
 from mpsctl.quant.modules import PACTActivationQuantizer, WeightQuantizer
 from mpsctl.quant.weight import channel_absmax
 from mpsctl.search.choice import PrecisionChoice
+
+
+class LayerOp(StrEnum):
+    """The functional op a searchable layer runs."""
+
+    CONV1D = "conv1d"
+    CONV2D = "conv2d"
+    LINEAR = "linear"
 
 
 class ActivationSlot(nn.Module):
@@ -59,10 +68,10 @@ class SearchableLayer(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(source, nn.Linear):
-            self.op = "linear"
+            self.op = LayerOp.LINEAR
             self.conv_args: dict = {}
         else:
-            self.op = "conv1d" if isinstance(source, nn.Conv1d) else "conv2d"
+            self.op = LayerOp.CONV1D if isinstance(source, nn.Conv1d) else LayerOp.CONV2D
             self.conv_args = {
                 "stride": source.stride,
                 "padding": source.padding,
@@ -103,7 +112,7 @@ class SearchableLayer(nn.Module):
 
     def kept_in_channels(self) -> int:
         """Input channels (features, after a flatten) it reads at the current assignment."""
-        if self.geometry.kind == "depthwise":
+        if self.geometry.kind == LayerKind.DEPTHWISE:
             return self.kept_out_channels()
         if self.cin_source is None:
             return self.geometry.cin
@@ -166,9 +175,9 @@ class SearchableLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.quantized_parameters()
-        if self.op == "linear":
+        if self.op == LayerOp.LINEAR:
             return F.linear(x, weight, bias)
-        if self.op == "conv1d":
+        if self.op == LayerOp.CONV1D:
             return F.conv1d(x, weight, bias, **self.conv_args)
         if self.channels_last:
             weight = weight.contiguous(memory_format=torch.channels_last)
@@ -178,7 +187,7 @@ class SearchableLayer(nn.Module):
         """Physically remove output channels (and the matching input channels) for export."""
         weight = self.weight.detach()
         bias = self.bias.detach() if self.bias is not None else None
-        depthwise = self.geometry.kind == "depthwise"
+        depthwise = self.geometry.kind == LayerKind.DEPTHWISE
         if keep_out is not None:
             weight = weight[keep_out]
             bias = bias[keep_out] if bias is not None else None

@@ -30,6 +30,7 @@ class SearchSpace:
     ``act_bits`` apply to each layer's output quantizer, to the network input quantizer
     (override pattern ``input``) and to add quantizers; ``weight_bits`` may hold 0 only with
     ``per_channel``. ``exclude`` holds module-name globs or layer type names kept in float.
+    ``compile`` chooses the quantizers' path (``MPSCTL_FUSED=0`` still forces eager).
     """
 
     weight_bits: tuple[int, ...] = (2, 4, 8)
@@ -44,6 +45,8 @@ class SearchSpace:
     input_clip: float = 1.0
     act_clip: float = 6.0
     input_signed: bool = False
+    #: Run the mixture quantizers' compiled (fused) bodies; False: the eager ones.
+    compile: bool = True
 
     def excludes(self, name: str, module: nn.Module) -> bool:
         type_names = {type(module).__name__, f"nn.{type(module).__name__}",

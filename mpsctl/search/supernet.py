@@ -8,24 +8,33 @@ model that export writes (SPEC §6).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import Tensor, fx, nn
 
-from mpsctl.cost.base import get_cost
-from mpsctl.cost.expected import expected_theta, hard_theta, layer_cost
+from mpsctl.cost.base import CostModel
 from mpsctl.search.choice import PrecisionChoice
-from mpsctl.search.layers import ActivationSlot, SearchableLayer
+from mpsctl.search.expected import expected_theta, hard_theta, layer_cost
+from mpsctl.search.layers import ActivationSlot, LayerOp, SearchableLayer
+from mpsctl.targets.registry import build_cost_model
 
 
 class Supernet(nn.Module):
     """A searchable (or, once hardened, fixed-precision) fake-quantized network."""
 
-    def __init__(self, net: fx.GraphModule, weight_choices: nn.ModuleDict) -> None:
+    def __init__(
+        self,
+        net: fx.GraphModule,
+        weight_choices: nn.ModuleDict,
+        cost_models: Mapping[str, CostModel] | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.weight_choices = weight_choices
+        #: The cost models this supernet is measured with, by name (e.g. an NE16 model
+        #: with a recipe's constants); a name not given gets the registry's default.
+        self.cost_models: dict[str, CostModel] = dict(cost_models or {})
 
     # -- structure ---------------------------------------------------------------------
     def layers(self) -> Iterator[tuple[str, SearchableLayer]]:
@@ -71,7 +80,7 @@ class Supernet(nn.Module):
         faster (oneDNN's NCHW kernels are slow, above all for 3-channel inputs); the
         activation quantizers work in memory order either way."""
         for _, layer in self.layers():
-            layer.channels_last = bool(enabled) and layer.op == "conv2d"
+            layer.channels_last = bool(enabled) and layer.op == LayerOp.CONV2D
 
     def set_temperature(self, temperature: float) -> None:
         for _, choice in self.choices():
@@ -82,14 +91,21 @@ class Supernet(nn.Module):
             choice.mode = mode
 
     # -- costs -----------------------------------------------------------------------------
+    def cost_model(self, name: str) -> CostModel:
+        """The model behind cost ``name``: the one given at build time, else the default."""
+        model = self.cost_models.get(name)
+        if model is None:
+            model = self.cost_models[name] = build_cost_model(name)
+        return model
+
     def cost(self, name: str, hard: bool = False) -> Tensor:
         """Model cost under ``name``: expected under θ, or exact for the argmax (``hard``)."""
         return sum(self.layer_costs(name, hard).values(), torch.zeros(()))
 
     def layer_costs(self, name: str, hard: bool = False) -> dict[str, Tensor]:
-        fn = get_cost(name)
+        model = self.cost_model(name)
         theta_fn = hard_theta if hard else expected_theta
-        return {n: layer_cost(layer, fn, theta_fn) for n, layer in self.layers()}
+        return {n: layer_cost(layer, model, theta_fn) for n, layer in self.layers()}
 
     # -- assignment and export ---------------------------------------------------------------
     def assignment(self) -> dict[str, Tensor]:

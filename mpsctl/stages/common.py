@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 
-from mpsctl.checkpoint import find_latest_checkpoint
+from mpsctl.checkpoint.format import find_latest_checkpoint
 from mpsctl.console import Reporter
-from mpsctl.recipe import Recipe
-from mpsctl.stages import build
+from mpsctl.recipe import Recipe, build
 
 
 def pick_checkpoint(path: str | None, reporter: Reporter) -> Path:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mpsctl import distributed
-from mpsctl.stages import common, state, summary
-from mpsctl.train import evaluate
+from mpsctl.checkpoint import state
+from mpsctl.stages import common, summary
+from mpsctl.training import distributed
+from mpsctl.training.epoch import evaluate
 
 
 def run_eval(path: Path) -> dict[str, Any]:

@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
+from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import common, state, summary
-from mpsctl.train import evaluate
+from mpsctl.stages import common, summary
+from mpsctl.training.epoch import evaluate
 
 RELATIVE_TOLERANCE = 1e-5
 
@@ -51,7 +52,7 @@ def _accuracy(ckpt: dict[str, Any], fixed: Supernet, loader) -> dict[str, Any]:
 
 
 def run_export(path: Path, reporter: Reporter) -> dict[str, Any]:
-    ckpt = state.read(path, expect=("search", "refine"), command="export")
+    ckpt = state.read(path, command="export")
     recipe, net = state.rebuild(ckpt)
     fixed = net.harden()
     bundle, loader = common.val_loader(recipe)
@@ -84,18 +85,35 @@ def run_export_command(
     verified integer ONNX graph of an exported (or fine-tuned) model."""
     stage = state.read(path)["stage"] if onnx else None
     if onnx and stage in ("export", "finetune"):
-        from mpsctl.deploy import run_onnx_export
-
         result = run_onnx_export(Path(path), Path(onnx), variant)
         reporter.log(_onnx_line(result))
         return {"checkpoint": str(path), **result}
     result = run_export(path, reporter)
     if onnx:
-        from mpsctl.deploy import run_onnx_export
-
         result["onnx"] = run_onnx_export(Path(result["checkpoint"]), Path(onnx), variant)
         reporter.log(_onnx_line(result["onnx"]))
     return result
+
+
+def run_onnx_export(checkpoint: Path, out: Path, variant: str = "integer",
+                    samples: int = 512) -> dict[str, Any]:
+    """`mpsctl export --onnx`: load an export/finetune checkpoint, export it, check it on up to
+    ``samples`` validation samples."""
+    from mpsctl.deploy import export_onnx
+
+    ckpt = state.read(checkpoint, command="export --onnx")
+    recipe, net = state.rebuild(ckpt)
+    _, loader = common.val_loader(recipe)
+    xs, ys, seen = [], [], 0
+    for x, y in loader:
+        xs.append(x)
+        ys.append(y)
+        seen += x.shape[0]
+        if seen >= samples:
+            break
+    batch, labels = torch.cat(xs)[:samples], torch.cat(ys)[:samples]
+    result = export_onnx(net, batch, Path(out), variant, labels=labels)
+    return {"source": str(checkpoint), "stage": ckpt["stage"], **result}
 
 
 def _onnx_line(result: dict[str, Any]) -> str:

@@ -11,26 +11,28 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from mpsctl import distributed
+from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError
-from mpsctl.recipe import recipe_from_dict
-from mpsctl.stages import build, state, summary
-from mpsctl.stages.layout import use_channels_last
-from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
-from mpsctl.stages.search import optimizer_for
-from mpsctl.train import evaluate
+from mpsctl.recipe import build, recipe_from_dict
+from mpsctl.stages import summary
+from mpsctl.training import distributed
+from mpsctl.training.device import seed_everything
+from mpsctl.training.epoch import evaluate
+from mpsctl.training.layout import use_channels_last
+from mpsctl.training.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
+from mpsctl.training.optim import optimizer_for
 
 
 def run_finetune(
     path: Path, overrides: list[str], reporter: Reporter, resume: bool = False
 ) -> dict[str, Any]:
-    ckpt = state.read(path, expect=("export", "refine"), command="finetune")
+    ckpt = state.read(path, command="finetune")
     _, net = state.rebuild(ckpt)
     if ckpt["stage"] == "refine":
         net = net.harden()
     recipe = recipe_from_dict(ckpt["recipe"], overrides)
-    build.seed_everything(recipe.seed)
+    seed_everything(recipe.seed)
     ctx, device = distributed.init(recipe.device)
     reporter.quiet = reporter.quiet or not ctx.is_main
     bundle = build.datasets(recipe)

@@ -10,16 +10,18 @@ from typing import Any
 
 import torch
 
-from mpsctl import distributed
+from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError, RecipeError
-from mpsctl.recipe import Recipe, dump_recipe_yaml, recipe_diff, recipe_to_dict
-from mpsctl.recipe.schema import OptimizerConfig
+from mpsctl.recipe import Recipe, build, dump_recipe_yaml, recipe_diff, recipe_to_dict
 from mpsctl.search.supernet import Supernet
-from mpsctl.stages import build, state, summary
-from mpsctl.stages.layout import use_channels_last
-from mpsctl.stages.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
-from mpsctl.train import evaluate, make_optimizer, make_schedule, temperature_at
+from mpsctl.stages import summary
+from mpsctl.training import distributed
+from mpsctl.training.device import seed_everything
+from mpsctl.training.epoch import evaluate
+from mpsctl.training.layout import use_channels_last
+from mpsctl.training.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
+from mpsctl.training.optim import optimizer_for, temperature_at
 
 #: Recipe keys that, changed, make a saved run impossible to continue.
 RESUME_KEYS = (
@@ -28,16 +30,6 @@ RESUME_KEYS = (
     "search.weight_quantizer", "search.act_quantizer", "search.min_channels",
     "search.compensate", "search.input_signed",
 )
-
-
-def optimizer_for(params, config: OptimizerConfig, epochs: int, steps: int):
-    opt = make_optimizer(params, config.torch_name, config.lr, config.weight_decay,
-                         config.momentum)
-    schedule = None
-    if config.schedule is not None:
-        s = config.schedule
-        schedule = make_schedule(opt, s.name, epochs, steps, s.step_size, s.gamma, s.max_lr)
-    return opt, schedule
 
 
 def dry_run(recipe: Recipe) -> dict[str, Any]:
@@ -81,7 +73,7 @@ def load_resume_state(recipe: Recipe, phase_stage: str) -> dict[str, Any]:
 def run_search(recipe: Recipe, reporter: Reporter, resume: bool = False) -> dict[str, Any]:
     """Run warm-up and search; write ``<run_dir>/search.pt``; return the summary."""
     saved = load_resume_state(recipe, "search") if resume else None
-    build.seed_everything(recipe.seed)
+    seed_everything(recipe.seed)
     ctx, device = distributed.init(recipe.device)
     reporter.quiet = reporter.quiet or not ctx.is_main
     bundle = build.datasets(recipe)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mpsctl.cost.ne16 import ne16_supported
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.supernet import Supernet
 
@@ -22,6 +21,7 @@ def _chosen_bits(choice: PrecisionChoice) -> int | list[int]:
 def layer_rows(net: Supernet, candidates: bool = False) -> list[dict[str, Any]]:
     """One row per searchable layer: chosen precisions (or the candidates) and channels."""
     rows = []
+    ne16 = net.cost_model("ne16")
     for name, layer in net.layers():
         g = layer.geometry
         choice, slot = layer.choice, layer.input_slot
@@ -43,7 +43,7 @@ def layer_rows(net: Supernet, candidates: bool = False) -> list[dict[str, Any]]:
             "in_channels": cin,
             "out_channels": cout,
             "total_out_channels": layer.original_out_channels,
-            "ne16": ne16_supported(g),
+            "ne16": ne16.supports(g),
         })
     return rows
 
@@ -68,7 +68,7 @@ def cost_names(recipe_costs: dict[str, float], net: Supernet | None = None) -> l
     """params_bit and bitops always, then the recipe's, then ne16 for NE16-shaped models."""
     names = list(DEFAULT_COSTS) + [c for c in recipe_costs if c not in DEFAULT_COSTS]
     if net is not None and "ne16" not in names and all(
-        ne16_supported(layer.geometry) for _, layer in net.layers()
+        net.cost_model("ne16").supports(layer.geometry) for _, layer in net.layers()
     ) and all(
         slot.bits[int(slot.choice.assignment())] == 8 for _, slot in net.activation_slots()
     ):

@@ -117,7 +117,7 @@ def test_ne16_with_4_bit_activations_is_refused_before_training(cli, tmp_path):
 def test_ne16_target_file_describes_an_engine_variant(cli, tmp_path):
     import yaml
 
-    from mpsctl.cost.ne16 import DEFAULT_CONSTANTS_PATH
+    from mpsctl.targets.ne16 import DEFAULT_CONSTANTS_PATH
 
     variant = yaml.safe_load(DEFAULT_CONSTANTS_PATH.read_text())
     variant["stream_out"] = variant["stream_out"] + 1000

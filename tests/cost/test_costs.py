@@ -8,16 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mpsctl.cost.base import LayerGeometry, available_costs, get_cost, register_cost
+from mpsctl.cost.base import LayerGeometry
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import SearchSpace
+from mpsctl.targets import available_cost_models, build_cost_model, register_cost
 
 E1 = LayerGeometry("conv", cin=16, cout=32, kernel=(3, 3), out_hw=(32, 32))
 
 
 def _f(name, geom, p_in, p_w, cin, cout) -> float:
     t = torch.tensor
-    return get_cost(name)(geom, t(float(p_in)), t(float(p_w)), t(float(cin)), t(float(cout))).item()
+    f = build_cost_model(name).group_costs
+    return f(geom, t(float(p_in)), t(float(p_w)), t(float(cin)), t(float(cout))).item()
 
 
 class E1Net(nn.Module):
@@ -95,9 +97,9 @@ def test_grouped_depthwise_and_linear_formulas():
 
 
 def test_registry():
-    assert {"params_bit", "bitops", "ne16"} <= set(available_costs())
+    assert {"params_bit", "bitops", "ne16"} <= set(available_cost_models())
     with pytest.raises(KeyError, match="unknown cost model 'nope'"):
-        get_cost("nope")
+        build_cost_model("nope")
     with pytest.raises(ValueError, match="registered twice"):
         register_cost("params_bit")(lambda *a: None)
 
@@ -326,3 +328,16 @@ def test_task_and_cost_search_keeps_learning():
         fixed_accuracy = (net.harden()(x).argmax(1) == y).float().mean().item()
     assert accuracy > 0.8 and fixed_accuracy == accuracy
     assert net.cost("params_bit", hard=True).item() < start
+
+
+def test_exact_layer_cost_adds_the_precision_groups():
+    params, bitops = build_cost_model("params_bit"), build_cost_model("bitops")
+    counts = {0: 2, 2: 10, 8: 20}  # 0-bit channels cost nothing
+    assert params.exact_layer_cost(E1, counts, cin=16, act_bits=8) == 9 * 16 * (10 * 2 + 20 * 8)
+    assert bitops.exact_layer_cost(E1, counts, cin=16, act_bits=4) == (
+        9 * 16 * (10 * 2 + 20 * 8) * 32 * 32 * 4
+    )
+    assert params.exact_layer_cost(E1, {0: 32}, cin=16, act_bits=8) == 0
+    assert params.combine_groups(torch.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist() == [3.0, 7.0]
+    with pytest.raises(ValueError, match="takes no constants file"):
+        build_cost_model("params_bit", "some.yaml")

@@ -15,7 +15,7 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from mpsctl.deploy import MissingExtraError, export_onnx, run_onnx_export  # noqa: E402
+from mpsctl.deploy import MissingExtraError, export_onnx  # noqa: E402
 from mpsctl.deploy.integer import (  # noqa: E402
     MULTIPLIER_BITS,
     ActGrid,
@@ -28,6 +28,7 @@ from mpsctl.models import build_model  # noqa: E402
 from mpsctl.search.convert import build_supernet  # noqa: E402
 from mpsctl.search.layers import ActivationSlot  # noqa: E402
 from mpsctl.search.space import SearchSpace  # noqa: E402
+from mpsctl.stages.export import run_onnx_export  # noqa: E402
 
 PER_LAYER = SearchSpace(weight_bits=(2, 4, 8), act_bits=(2, 4, 8))
 PER_CHANNEL = SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(4, 8), per_channel=True)
@@ -221,18 +222,20 @@ def test_bad_variant_and_unfixed_model_are_user_errors(mixed_mnist, tmp_path: Pa
 
 def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)
-    monkeypatch.delitem(sys.modules, "mpsctl.deploy.onnx_export", raising=False)
+    for name in [m for m in sys.modules if m.startswith(("mpsctl.deploy.onnx_",
+                                                           "mpsctl.deploy.export"))]:
+        monkeypatch.delitem(sys.modules, name)
     with pytest.raises(MissingExtraError) as err:
-        importlib.import_module("mpsctl.deploy.onnx_export")
+        importlib.import_module("mpsctl.deploy.export")
     assert str(err.value) == (
         "ONNX export needs the deploy extra: pip install 'mpsctl[deploy]'"
     )
 
 
 def test_run_onnx_export_from_checkpoints(tmp_path: Path, monkeypatch) -> None:
+    from mpsctl.checkpoint import state
     from mpsctl.recipe import recipe_from_dict
-    from mpsctl.stages import state
-    from mpsctl.stages.build import float_model, supernet_for
+    from mpsctl.recipe.build import float_model, supernet_for
 
     monkeypatch.chdir(tmp_path)
     recipe = recipe_from_dict({

@@ -8,13 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpsctl.quant.activation import (
-    act_levels,
-    act_scale,
-    mixed_pact_quantize,
-    pact_forward,
-    pact_quantize,
-)
+from mpsctl.quant.activation import mixed_pact_quantize, pact_forward, pact_quantize
+from mpsctl.quant.grid import act_levels, act_scale, floor_margin
 from mpsctl.quant.modules import (
     ACTIVATION_QUANTIZERS,
     PACTActivationQuantizer,
@@ -333,3 +328,16 @@ def test_eager_relu_backward_recomputes_an_output_it_was_not_given():
     assert bool((given[0] == 0).any())
     for a, b in zip(given, recomputed, strict=True):
         assert torch.equal(a, b)
+
+
+def test_one_flooring_margin_for_every_path():
+    """The margin grows above 8 bits; the fake-quant forward, the eager mixture and the
+    ONNX grid all take it from mpsctl.quant.grid."""
+    from mpsctl.deploy.integer import ActGrid
+
+    assert floor_margin(255) == floor_margin(3) == 1e-4
+    assert floor_margin(65535) == pytest.approx(1e-4 * 65535 / 255)
+    assert ActGrid(16, False, 1.0, 65535.0).floor_eps == floor_margin(65535)
+    x = torch.tensor([k / 65535 for k in (0, 1, 777, 65534, 65535)])
+    codes = pact_forward(x, torch.tensor(1.0), 16, False) * 65535
+    assert codes.round().tolist() == [0, 1, 777, 65534, 65535]

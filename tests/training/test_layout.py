@@ -13,7 +13,7 @@ from mpsctl.errors import UserError
 from mpsctl.models.registry import build_model
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import SearchSpace
-from mpsctl.stages.layout import use_channels_last
+from mpsctl.training.layout import use_channels_last
 
 CPU = torch.device("cpu")
 EXAMPLE = torch.zeros(2, 3, 32, 32)

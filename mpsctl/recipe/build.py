@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from mpsctl.cost.base import CostModel
 from mpsctl.data import DataBundle, build_datasets, make_loaders
 from mpsctl.errors import UserError
 from mpsctl.models.registry import build_model
-from mpsctl.recipe import Recipe
+from mpsctl.recipe.schema import Recipe
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import LayerOverride, SearchSpace
 from mpsctl.search.supernet import Supernet
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: '{name}' asked for but CUDA is not available (use auto or cpu)")
-    return device
+from mpsctl.targets.registry import build_cost_model
+from mpsctl.training import distributed
 
 
 def search_space(recipe: Recipe) -> SearchSpace:
@@ -60,6 +47,7 @@ def search_space(recipe: Recipe) -> SearchSpace:
         input_clip=s.input_clip,
         act_clip=s.act_clip,
         input_signed=s.input_signed,
+        compile=s.compile,
     )
 
 
@@ -93,8 +81,6 @@ class Loaders:
 
 def loaders(recipe: Recipe, bundle: DataBundle) -> Loaders:
     """Train/val loaders; under torchrun each process reads its own shard."""
-    from mpsctl import distributed
-
     ctx = distributed.context()
     batch = recipe.data.batch_size
     if recipe.data.global_batch_size is not None:
@@ -124,11 +110,19 @@ def check_classes(model: nn.Module, input_shape: tuple[int, ...], num_classes: i
         )
 
 
-def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...]) -> Supernet:
-    """The supernet of ``model``; ``search.compile: false`` selects the eager quantizers."""
-    from mpsctl.cost.ne16 import use_constants
-    from mpsctl.quant.fused import set_fused
+def constants_path(recipe: Recipe, cost: str) -> str | None:
+    """The constants file a recipe gives the cost model ``cost`` (None: its shipped ones)."""
+    return recipe.search.ne16_target if cost == "ne16" else None
 
-    set_fused(recipe.search.compile)
-    use_constants(recipe.search.ne16_target)
-    return build_supernet(model, example_input(input_shape), search_space(recipe))
+
+def cost_models(recipe: Recipe) -> dict[str, CostModel]:
+    """The recipe's cost models, and NE16 (which reports use), with the recipe's constants."""
+    names = dict.fromkeys([*recipe.search.cost, "ne16"])
+    return {name: build_cost_model(name, constants_path(recipe, name)) for name in names}
+
+
+def supernet_for(recipe: Recipe, model: nn.Module, input_shape: tuple[int, ...]) -> Supernet:
+    """The supernet of ``model``, with the recipe's quantizer path (``search.compile``) and
+    cost models (``search.ne16_target``) built into it."""
+    return build_supernet(model, example_input(input_shape), search_space(recipe),
+                          cost_models(recipe))

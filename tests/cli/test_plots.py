@@ -1,4 +1,4 @@
-"""`mpsctl.plots.write_plots`: one PNG per view of a report, valid and non-empty."""
+"""`mpsctl.cli.plots.write_plots`: one PNG per view of a report, valid and non-empty."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from mpsctl.cli.plots import plot_costs, write_plots  # noqa: E402
 from mpsctl.deploy import MissingExtraError  # noqa: E402
-from mpsctl.plots import plot_costs, write_plots  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,10 +1,12 @@
-"""NE16 (GAP9 neural engine) latency model, SPEC §4.
+"""NE16 (GAP9 neural engine): latency model, its constants, and which layers it runs.
 
 One closed form serves two masters: the search needs it differentiable in the (fractional)
-channel counts, so the integer helpers are straight-through; ``refine`` and the reports need
-it exact, so integer inputs go through plain integer arithmetic. The engine's constants live
-in ``configs/targets/ne16.yaml``; the same values are the dataclass defaults so that an
-installed package without that file still works.
+channel counts, so the integer helpers are straight-through (:mod:`mpsctl.cost.rounding`);
+``refine`` and the reports need it exact, so integer inputs go through plain integer
+arithmetic. The engine's constants live in ``configs/targets/ne16.yaml``; the same values are
+the dataclass defaults so that an installed package without that file still works. A
+:class:`NE16CostModel` carries its constants: a recipe's ``search.ne16_target`` builds one
+from that file, and nothing is shared between instances.
 """
 
 from __future__ import annotations
@@ -17,16 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
-from mpsctl.cost.base import LayerGeometry, register_cost
+from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
+from mpsctl.cost.rounding import Quantity, cdiv, fdiv, if_nonzero, mod
 from mpsctl.errors import UserError
+from mpsctl.targets.constants import read_constants_file
 
-#: A channel count, bit width or cycle count: a tensor in the search, a number elsewhere.
-Quantity = Tensor | int | float
-
-KINDS = ("conv", "depthwise", "linear")
+KINDS = tuple(kind.value for kind in LayerKind)
 
 DEFAULT_CONSTANTS_PATH = Path(__file__).parents[2] / "configs" / "targets" / "ne16.yaml"
 
@@ -69,15 +69,7 @@ def load_ne16_constants(path: str | Path | None = None) -> NE16Constants:
 
 
 def _read_constants(path: Path) -> NE16Constants:
-    if not path.is_file():
-        raise UserError(f"{path}: NE16 constants file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        reason = " ".join(str(exc).split())
-        raise UserError(f"{path}: cannot read NE16 constants: {reason}") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of NE16 constant names to integers")
+    data = read_constants_file(path, "NE16")
     known = {f.name for f in dataclasses.fields(NE16Constants)}
     unknown = sorted(str(key) for key in data if key not in known)
     if unknown:
@@ -97,97 +89,15 @@ def _check_constant(path: Path, key: str, value: Any) -> None:
         raise UserError(f"{path}: NE16 constant {key!r} must be {kind} integer, got {value!r}")
 
 
-_selected: dict[str, NE16Constants] = {}
-
-
-def use_constants(path: str | Path | None) -> None:
-    """Make the constants in ``path`` (None: the shipped ones) the module-wide default, so a
-    recipe's ``search.ne16_target`` reaches the search cost, refine and reports."""
-    _selected.clear()
-    if path is not None:
-        _selected["active"] = load_ne16_constants(path)
-
-
 @functools.cache
 def _shipped_constants() -> NE16Constants:
     return load_ne16_constants(os.environ.get("MPSCTL_NE16_TARGET") or None)
 
 
 def default_constants() -> NE16Constants:
-    """The module-wide constants: a recipe's target file, else ``MPSCTL_NE16_TARGET``, else
-    ``configs/targets/ne16.yaml`` (read once on first use)."""
-    return _selected.get("active") or _shipped_constants()
-
-
-# --------------------------------------------------------------------------- integer helpers
-
-
-class _FloorDiv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Quantity) -> Tensor:
-        return torch.div(a, b, rounding_mode="floor")
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return grad, None
-
-
-class _CeilDiv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Quantity) -> Tensor:
-        return torch.div(a - 1, b, rounding_mode="floor") + 1
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return grad, None
-
-
-class _Mod(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Quantity) -> Tensor:
-        return a - b * torch.div(a, b, rounding_mode="floor")
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return grad, None
-
-
-def _as_tensor_pair(a: Quantity, b: Quantity) -> tuple[Quantity, Quantity]:
-    if isinstance(b, Tensor) and not isinstance(a, Tensor):
-        a = torch.as_tensor(a, device=b.device)
-    return a, b
-
-
-def fdiv(a: Quantity, b: Quantity) -> Quantity:
-    """``floor(a / b)``; on tensors the gradient passes to ``a`` unchanged (straight-through)."""
-    a, b = _as_tensor_pair(a, b)
-    if isinstance(a, Tensor):
-        return _FloorDiv.apply(a, b)
-    return a // b
-
-
-def cdiv(a: Quantity, b: Quantity) -> Quantity:
-    """``floor((a - 1) / b) + 1`` (ceil for integers); straight-through gradient to ``a``."""
-    a, b = _as_tensor_pair(a, b)
-    if isinstance(a, Tensor):
-        return _CeilDiv.apply(a, b)
-    return (a - 1) // b + 1
-
-
-def mod(a: Quantity, b: Quantity) -> Quantity:
-    """``a - b * fdiv(a, b)``; straight-through gradient to ``a`` (not ``1 - b``)."""
-    a, b = _as_tensor_pair(a, b)
-    if isinstance(a, Tensor):
-        return _Mod.apply(a, b)
-    return a - b * (a // b)
-
-
-def _if_nonzero(selector: Quantity, value: Quantity) -> Quantity:
-    """``[selector != 0] * value`` without letting the zero branch's gradient through."""
-    if isinstance(selector, Tensor):
-        value = torch.as_tensor(value, device=selector.device)
-        return torch.where(selector != 0, value, torch.zeros_like(value))
-    return value if selector != 0 else 0 * value
+    """The constants used when none are given: ``MPSCTL_NE16_TARGET``, else
+    ``configs/targets/ne16.yaml`` (read once on first use), else the built-in defaults."""
+    return _shipped_constants()
 
 
 # --------------------------------------------------------------------------- the model
@@ -223,7 +133,7 @@ def _tiles(mode: str, ko: Quantity, ki: Quantity, bits: Quantity, c: NE16Constan
     k_rem = mod(ko, k_body)
     n_in = cdiv(ki, c.ki_tile)
     body = n_body * _iteration(mode, k_body, n_in, bits, c)
-    return body + _if_nonzero(k_rem, _iteration(mode, k_rem, n_in, bits, c))
+    return body + if_nonzero(k_rem, _iteration(mode, k_rem, n_in, bits, c))
 
 
 def _check_numbers(**values: Quantity) -> None:
@@ -251,7 +161,7 @@ def ne16_job_cycles(
     if kind not in KINDS:
         raise ValueError(f"NE16 latency: unknown layer kind {kind!r}; expected one of {KINDS}")
     c = constants if constants is not None else default_constants()
-    if kind == "linear":
+    if kind == LayerKind.LINEAR:
         kernel, out_hw = (1, 1), (1, 1)
     kh, kw = kernel
     ho, wo = out_hw
@@ -260,34 +170,17 @@ def ne16_job_cycles(
     _check_numbers(ko=ko, ki=ki, bits=bits)
     n3, n1 = _decompose(kh, kw)
     n_sp = cdiv(ho, c.spatial_tile) * cdiv(wo, c.spatial_tile)
+    depthwise = kind == LayerKind.DEPTHWISE
     total: Quantity = 0
     if n3:
-        total = total + n3 * _tiles("depthwise" if kind == "depthwise" else "3x3", ko, ki, bits, c)
+        total = total + n3 * _tiles("depthwise" if depthwise else "3x3", ko, ki, bits, c)
     if n1:
-        total = total + n1 * _tiles("depthwise" if kind == "depthwise" else "1x1", ko, ki, bits, c)
+        total = total + n1 * _tiles("depthwise" if depthwise else "1x1", ko, ki, bits, c)
     return n_sp * total
 
 
 def _conv_groups(geom: LayerGeometry) -> int:
-    return geom.groups if geom.kind == "conv" and geom.groups > 1 else 1
-
-
-@register_cost("ne16")
-def ne16_cost(geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor, cout: Tensor) -> Tensor:
-    """NE16 cycles of each weight-precision group (shape broadcastable to ``(n_in, n_w)``).
-
-    ``p_in`` is ignored: the engine's inputs are 8-bit, which the recipe check enforces.
-    Each group is its own job with ``Ko = cout`` (possibly fractional); 0-bit groups are free.
-    A grouped (non-depthwise) conv counts as ``groups`` convs of ``cin/groups -> cout/groups``.
-    """
-    g = _conv_groups(geom)
-    ko = cout / g if g > 1 else cout
-    ki = cin / g if g > 1 else cin
-    cycles = g * ne16_job_cycles(geom.kind, geom.kernel, geom.out_hw, ko, ki, p_w)
-    cycles = torch.as_tensor(cycles, device=p_w.device)
-    if not cycles.is_floating_point():
-        cycles = cycles.to(p_w.dtype if p_w.is_floating_point() else torch.get_default_dtype())
-    return torch.where(p_w == 0, torch.zeros_like(cycles), cycles)
+    return geom.groups if geom.kind == LayerKind.CONV and geom.groups > 1 else 1
 
 
 def ne16_layer_cycles(
@@ -323,8 +216,54 @@ def ne16_supported(geom: LayerGeometry) -> bool:
     grouped convs that are not depthwise, and depthwise convs with another kernel (the engine
     has only a 3x3 depthwise mode; the model still returns a decomposition estimate for them).
     """
-    if geom.kind == "linear":
+    if geom.kind == LayerKind.LINEAR:
         return True
-    if geom.kind == "depthwise":
+    if geom.kind == LayerKind.DEPTHWISE:
         return tuple(geom.kernel) == (3, 3)
-    return geom.kind == "conv" and geom.groups == 1
+    return geom.kind == LayerKind.CONV and geom.groups == 1
+
+
+class NE16CostModel(CostModel):
+    """NE16 cycles, with the engine constants this instance was built with."""
+
+    name = "ne16"
+    act_bits = (8,)
+    groups_add_up = True  # one NE16 job per precision group
+
+    def __init__(self, constants: NE16Constants | None = None) -> None:
+        self.constants = constants if constants is not None else default_constants()
+
+    def group_costs(
+        self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor, cout: Tensor
+    ) -> Tensor:
+        """NE16 cycles of each weight-precision group (shape broadcastable to ``(n_in, n_w)``).
+
+        ``p_in`` is ignored: the engine's inputs are 8-bit, which the recipe check enforces.
+        Each group is its own job with ``Ko = cout`` (possibly fractional); 0-bit groups are
+        free. A grouped (non-depthwise) conv counts as ``groups`` convs of ``cin/groups ->
+        cout/groups``.
+        """
+        g = _conv_groups(geom)
+        ko = cout / g if g > 1 else cout
+        ki = cin / g if g > 1 else cin
+        cycles = g * ne16_job_cycles(geom.kind, geom.kernel, geom.out_hw, ko, ki, p_w,
+                                     self.constants)
+        cycles = torch.as_tensor(cycles, device=p_w.device)
+        if not cycles.is_floating_point():
+            cycles = cycles.to(p_w.dtype if p_w.is_floating_point() else torch.get_default_dtype())
+        return torch.where(p_w == 0, torch.zeros_like(cycles), cycles)
+
+    def exact_layer_cost(
+        self, geom: LayerGeometry, counts: dict[int, int], cin: int, act_bits: int = 8
+    ) -> int:
+        return ne16_layer_cycles(geom, counts, cin, self.constants)
+
+    def supports(self, geom: LayerGeometry) -> bool:
+        return ne16_supported(geom)
+
+
+def build_ne16(constants_path: str | Path | None = None) -> NE16CostModel:
+    """The NE16 model with the constants in ``constants_path`` (None: the shipped ones)."""
+    if constants_path is None:
+        return NE16CostModel()
+    return NE16CostModel(load_ne16_constants(constants_path))

@@ -20,20 +20,23 @@ from typing import Any
 
 import torch
 
-import mpsctl
 from mpsctl.errors import CheckpointError
+from mpsctl.version import __version__
 
 FORMAT_VERSION = 1
 STAGES = ("search", "refine", "export", "finetune")
 
-#: Stages each command accepts as input (pass as ``expect`` to ``load_checkpoint``).
+#: The stages each command accepts as input: ``load_checkpoint(path, command=...)`` checks
+#: against this table, so it is the one place that says which command follows which.
 STAGE_NEEDS: dict[str, tuple[str, ...]] = {
     "export": ("search", "refine"),
+    "export --onnx": ("export", "finetune"),
     "finetune": ("export", "refine"),
-    "refine": ("search",),
+    "refine": ("search", "refine"),
 }
 #: The command to suggest when a command is handed a checkpoint of the wrong stage.
-RUN_FIRST = {"export": "search", "finetune": "export", "refine": "search"}
+RUN_FIRST = {"export": "search", "export --onnx": "export", "finetune": "export",
+             "refine": "search"}
 
 _TEMP_SUFFIX = ".tmp"
 _UNSAFE_GLOBAL = re.compile(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", re.IGNORECASE)
@@ -46,7 +49,7 @@ def library_versions() -> dict[str, str | None]:
     except importlib.metadata.PackageNotFoundError:
         torchvision = None
     return {
-        "mpsctl": mpsctl.__version__,
+        "mpsctl": __version__,
         "torch": str(torch.__version__),  # a str subclass that weights_only refuses
         "torchvision": torchvision,
         "python": platform.python_version(),
@@ -113,8 +116,11 @@ def _unloadable_part(value: Any, where: str) -> str | None:
 def load_checkpoint(
     path: str | Path, expect: Sequence[str] | None = None, command: str = ""
 ) -> dict[str, Any]:
-    """Load and check a checkpoint; ``expect`` lists the stages ``command`` can start from."""
+    """Load and check a checkpoint; ``expect`` lists the stages ``command`` can start from
+    (default: the command's entry in :data:`STAGE_NEEDS`; any stage without a command)."""
     path = Path(path)
+    if expect is None and command:
+        expect = STAGE_NEEDS[command]
     record = _read(path)
     if not isinstance(record, dict) or "format_version" not in record or "stage" not in record:
         raise CheckpointError(

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpsctl.cost.base import LayerGeometry
-from mpsctl.cost.ne16 import NE16Constants, ne16_layer_cycles
-from mpsctl.refine import (
+from mpsctl.targets.ne16 import NE16Constants, ne16_layer_cycles
+from mpsctl.targets.refine import (
     ENUMERATION_LIMIT,
     Additive,
     channel_counts,

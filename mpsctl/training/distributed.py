@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from mpsctl.training.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -40,8 +42,6 @@ def launched_by_torchrun() -> bool:
 def init(device_name: str) -> tuple[DistContext, torch.device]:
     """Initialise the process group when launched by torchrun; returns context and device."""
     global _CONTEXT
-    from mpsctl.stages.build import resolve_device
-
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) < 2:
         return DistContext(), resolve_device(device_name)
     ctx = DistContext(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),

@@ -3,8 +3,9 @@
 NE16 computes output channels in tiles, so a partially filled tile wastes cycles: promoting a
 few channels to a higher precision can make the layer *cheaper*. This module finds the
 cheapest per-precision channel counts that promotions can reach, exactly, for any latency
-function of the counts, and decides which channels move. It knows nothing of checkpoints,
-the CLI or any particular engine: a target supplies the latency.
+function of the counts, decides which channels move, and applies that to every per-channel
+choice of a supernet under a target's cost model (:func:`refine_supernet`). It knows nothing
+of checkpoints or the CLI.
 
 Which counts are reachable: channels only move to a *higher* non-zero precision and 0-bit
 (pruned) channels stay where they are, so with the non-zero precisions in ascending order and
@@ -12,7 +13,8 @@ original counts ``n``, counts ``m`` are reachable exactly when every prefix sum 
 most that of ``n`` (no more channels at or below any precision than there were) and the
 totals agree. The cheapest reachable counts are found by a dynamic programme over those prefix
 sums when the latency is a sum of one term per precision group (:class:`Additive`, e.g. NE16:
-one job per group), and by enumerating every reachable count vector otherwise.
+one job per group), and by enumerating every reachable count vector otherwise (e.g. a target
+whose groups run concurrently, where the layer takes the slowest).
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from mpsctl.cost.base import CostModel
+
+if TYPE_CHECKING:  # the supernet imports the cost registry, which imports targets
+    from mpsctl.search.supernet import Supernet
+
+#: The cost models whose tiles make promotions pay off (``mpsctl refine --target``).
+TARGETS = ("ne16",)
 
 #: Latency of a layer given its output channels per precision, ``{bits: count}``.
 LatencyFn = Callable[[dict[int, int]], float]
@@ -308,3 +319,68 @@ def _cheapest_moves(
         if moved:
             done.append((i, j, moved))
     return best
+
+
+def _act_bits(layer) -> int:
+    """The precision of the activations a layer reads, at the current assignment."""
+    slot = layer.input_slot
+    return slot.bits[int(slot.choice.assignment())]
+
+
+def exact_layer_costs(net: Supernet, model: CostModel) -> dict[str, float | int]:
+    """Exact cost of every layer under ``model`` at the current (argmax or frozen) assignment."""
+    out = {}
+    for name, layer in net.layers():
+        choice = layer.choice
+        index = choice.assignment()
+        if choice.per_channel:
+            counts = channel_counts(index, choice.bits)
+        else:
+            counts = {choice.bits[int(index)]: layer.geometry.cout}
+        out[name] = model.exact_layer_cost(layer.geometry, counts, layer.kept_in_channels(),
+                                           _act_bits(layer))
+    return out
+
+
+def refine_supernet(
+    net: Supernet, model: CostModel
+) -> tuple[list[str], list[str], dict[str, float | int]]:
+    """Refine every per-channel choice in place under ``model`` (frozen afterwards).
+
+    Each choice is refined on the summed cost of every layer that shares it. Returns the
+    refined and the left-alone choice names, and each layer's cost at the counts the earlier
+    two-pass heuristic reaches (to report what the exact search buys).
+    """
+    members: dict[int, list] = {}
+    for name, layer in net.layers():
+        members.setdefault(id(layer.choice), []).append((name, layer))
+    refined, skipped = [], []
+    heuristic = exact_layer_costs(net, model)
+    for name, choice in list(net.choices()):
+        if not name.startswith("weight.") or not choice.per_channel:
+            choice.freeze()
+            if name.startswith("weight."):
+                skipped.append(name)
+            continue
+        named = members.get(id(choice), [])
+        layers = [layer for _, layer in named]
+        cins = [layer.kept_in_channels() for layer in layers]
+        acts = [_act_bits(layer) for layer in layers]
+
+        def latency(counts: dict[int, int], layers=layers, cins=cins, acts=acts) -> float:
+            return sum(model.exact_layer_cost(layer.geometry, counts, cin, act)
+                       for layer, cin, act in zip(layers, cins, acts, strict=True))
+
+        if model.groups_add_up:
+            latency = Additive(lambda bits, count, latency=latency: latency({bits: count}))
+        before = choice.assignment()
+        old = heuristic_counts(channel_counts(before, choice.bits), latency)
+        for (layer_name, layer), cin, act in zip(named, cins, acts, strict=True):
+            heuristic[layer_name] = model.exact_layer_cost(layer.geometry, old, cin, act)
+        # A refined (frozen) choice has no logits left; its one-hot serves, and a second
+        # refine finds nothing to move anyway.
+        logits = choice.alpha.detach() if choice.alpha is not None else choice.one_hot()
+        after = refine_channel_assignment(before, choice.bits, logits, latency)
+        choice.freeze(after)
+        refined.append(name)
+    return refined, skipped, heuristic

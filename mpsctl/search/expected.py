@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mpsctl.cost.base import LayerCostFn
+from mpsctl.cost.base import CostModel
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.layers import SearchableLayer
 
@@ -80,10 +80,10 @@ def shared_input_channels(theta: Tensor) -> Tensor:
 
 def layer_cost(
     layer: SearchableLayer,
-    cost_fn: LayerCostFn,
+    model: CostModel,
     theta_fn: ThetaFn = expected_theta,
 ) -> Tensor:
-    """Cost of one layer under ``cost_fn`` (expected, or exact with :func:`hard_theta`)."""
+    """Cost of one layer under ``model`` (expected, or exact with :func:`hard_theta`)."""
     cin_source = layer.cin_source
     geom = layer.geometry
     choice: PrecisionChoice = layer.choice
@@ -108,7 +108,12 @@ def layer_cost(
     else:
         weight = theta_w
         cout = torch.full_like(p_w, float(geom.cout))
-    f = cost_fn(geom, p_in, p_w.unsqueeze(0), cin, cout.unsqueeze(0))
+    f = model.group_costs(geom, p_in, p_w.unsqueeze(0), cin, cout.unsqueeze(0))
     f = torch.broadcast_to(f, (len(slot.bits), len(choice.bits)))
     f = torch.where(p_w.unsqueeze(0) > 0, f, torch.zeros_like(f))
-    return (theta_in.unsqueeze(1) * weight.unsqueeze(0) * f).sum()
+    weighted = theta_in.unsqueeze(1) * weight.unsqueeze(0) * f
+    if choice.per_channel:
+        # The groups of one layer: the model says how they add up (a sum, or a max where
+        # the target runs them concurrently).
+        return model.combine_groups(weighted).sum()
+    return weighted.sum()

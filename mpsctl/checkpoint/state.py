@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mpsctl.checkpoint import load_checkpoint, save_checkpoint
+from mpsctl.checkpoint.format import load_checkpoint, save_checkpoint
 from mpsctl.errors import CheckpointError
 from mpsctl.recipe import Recipe, recipe_from_dict, recipe_to_dict
+from mpsctl.recipe.build import float_model, supernet_for
 from mpsctl.search.supernet import Supernet
 
 
@@ -63,21 +64,17 @@ def ensure_writable(folder: Path) -> None:
 
 def write(path: Path, data: dict[str, Any]) -> Path:
     """Save a checkpoint (rank 0 only under torchrun)."""
-    from mpsctl import distributed
+    from mpsctl.training import distributed
 
     if not distributed.is_main():
         return Path(path)
     return save_checkpoint(path, data)
 
 
-def read(
-    path: str | Path,
-    expect: tuple[str, ...] | None = None,
-    command: str = "",
-    allow_partial: bool = False,
-) -> dict:
-    """A checkpoint, checked; a warm-up `last.pt` (no supernet yet) only for resuming."""
-    ckpt = load_checkpoint(path, expect, command)
+def read(path: str | Path, command: str = "", allow_partial: bool = False) -> dict:
+    """A checkpoint, checked against the stages ``command`` accepts (``STAGE_NEEDS``; any
+    stage without a command); a warm-up `last.pt` (no supernet yet) only for resuming."""
+    ckpt = load_checkpoint(path, command=command)
     if ckpt.get("phase") == "warmup" and not allow_partial:
         raise CheckpointError(
             f"{path} was saved during the fp32 warm-up and holds no supernet yet; continue it "
@@ -88,8 +85,6 @@ def read(
 
 def rebuild(ckpt: dict[str, Any]) -> tuple[Recipe, Supernet]:
     """The recipe and the model of a checkpoint, with its saved state loaded (eval mode)."""
-    from mpsctl.stages.build import float_model, supernet_for
-
     recipe = recipe_from_dict(ckpt["recipe"])
     shape = tuple(ckpt["input_shape"])
     net = supernet_for(recipe, float_model(recipe, load_weights=False), shape)

@@ -23,7 +23,8 @@ from torch.optim import Optimizer
 from torch.utils.data import DistributedSampler
 
 from mpsctl.console import Reporter
-from mpsctl.train import EpochStats, EpochTotals, StepSchedule, train_epoch
+from mpsctl.training.epoch import EpochStats, EpochTotals, train_epoch
+from mpsctl.training.optim import StepSchedule
 
 
 class StopFlag:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-import mpsctl.checkpoint as checkpoint
-from mpsctl.checkpoint import (
+import mpsctl.checkpoint.format as checkpoint
+from mpsctl.checkpoint.format import (
     FORMAT_VERSION,
     STAGE_NEEDS,
     STAGES,
@@ -253,11 +253,23 @@ def test_wrong_stage_names_the_command_to_run_first(
 
 @pytest.mark.parametrize(
     ("command", "stage"),
-    [("export", "search"), ("export", "refine"), ("finetune", "export"), ("refine", "search")],
+    [("export", "search"), ("export", "refine"), ("finetune", "export"), ("refine", "search"),
+     ("refine", "refine"), ("export --onnx", "export"), ("export --onnx", "finetune")],
 )
 def test_accepted_stages_load(tmp_path: Path, command: str, stage: str) -> None:
     path = save_checkpoint(tmp_path / f"{stage}.pt", payload(stage))
     assert load_checkpoint(path, expect=STAGE_NEEDS[command], command=command)["stage"] == stage
+    assert load_checkpoint(path, command=command)["stage"] == stage
+
+
+@pytest.mark.parametrize("command", sorted(STAGE_NEEDS))
+def test_the_command_alone_selects_its_row_of_the_stage_table(tmp_path: Path, command: str) -> None:
+    for stage in STAGES:
+        path = save_checkpoint(tmp_path / f"{stage}.pt", payload(stage))
+        if stage in STAGE_NEEDS[command]:
+            assert load_checkpoint(path, command=command)["stage"] == stage
+        else:
+            assert f"`mpsctl {command}`" in one_line_error(path, command=command)
 
 
 def test_every_stage_round_trips(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mpsctl.errors import UserError
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 KINDS = ("models", "datasets", "costs", "recipes")
 
 
@@ -20,9 +20,9 @@ def listing(what: str) -> list[str]:
 
         return available_datasets()
     if what == "costs":
-        from mpsctl.cost import available_costs
+        from mpsctl.targets import available_cost_models
 
-        return available_costs()
+        return available_cost_models()
     if what == "recipes":
         return sorted(str(p.relative_to(RECIPES_DIR.parent)) for p in RECIPES_DIR.glob("*.yaml"))
     raise UserError(f"ls: unknown kind '{what}' (one of: {', '.join(KINDS)})")

@@ -11,29 +11,30 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpsctl.cost.base import LayerGeometry, get_cost
-from mpsctl.cost.ne16 import (
+from mpsctl.cost.base import LayerGeometry
+from mpsctl.cost.rounding import cdiv, fdiv, mod
+from mpsctl.errors import UserError
+from mpsctl.targets import build_cost_model
+from mpsctl.targets.ne16 import (
     DEFAULT_CONSTANTS_PATH,
     NE16Constants,
-    cdiv,
-    fdiv,
+    NE16CostModel,
     load_ne16_constants,
-    mod,
-    ne16_cost,
     ne16_job_cycles,
     ne16_layer_cycles,
     ne16_supported,
 )
-from mpsctl.errors import UserError
 
 E1 = LayerGeometry("conv", cin=16, cout=32, kernel=(3, 3), out_hw=(32, 32))
 POINTWISE = LayerGeometry("conv", cin=32, cout=64, kernel=(1, 1), out_hw=(16, 16))
+NE16 = NE16CostModel()
 FAST = settings(max_examples=60, deadline=None)
 
 
 def _cost(geom: LayerGeometry, bits: list[float], cout, cin) -> torch.Tensor:
     p_w = torch.tensor([bits])
-    return ne16_cost(geom, torch.tensor([[8.0]]), p_w, torch.as_tensor(cin), torch.as_tensor(cout))
+    p_in = torch.tensor([[8.0]])
+    return NE16.group_costs(geom, p_in, p_w, torch.as_tensor(cin), torch.as_tensor(cout))
 
 
 # ----------------------------------------------------------------------- worked examples
@@ -59,10 +60,11 @@ def test_cost_function_matches_exact_model_on_integers() -> None:
 
 
 def test_cost_is_registered_and_ignores_input_precision() -> None:
-    assert get_cost("ne16") is ne16_cost
+    assert isinstance(build_cost_model("ne16"), NE16CostModel)
     p_w = torch.tensor([[2.0, 8.0]])
-    one = ne16_cost(E1, torch.tensor([[8.0]]), p_w, torch.tensor(16.0), torch.tensor(32.0))
-    two = ne16_cost(E1, torch.tensor([[2.0], [8.0]]), p_w, torch.tensor(16.0), torch.tensor(32.0))
+    cin, cout = torch.tensor(16.0), torch.tensor(32.0)
+    one = NE16.group_costs(E1, torch.tensor([[8.0]]), p_w, cin, cout)
+    two = NE16.group_costs(E1, torch.tensor([[2.0], [8.0]]), p_w, cin, cout)
     assert torch.broadcast_to(one, (2, 2)).tolist() == torch.broadcast_to(two, (2, 2)).tolist()
 
 
@@ -185,7 +187,7 @@ def test_gradient_reaches_the_logits(geom: LayerGeometry) -> None:
     alpha = torch.tensor([0.25, 0.5, 1.0], requires_grad=True)
     theta = torch.softmax(alpha, dim=0)
     cout = (theta * geom.cout).unsqueeze(0)
-    cost = ne16_cost(
+    cost = NE16.group_costs(
         geom,
         torch.tensor([[8.0]]),
         torch.tensor([[2.0, 4.0, 8.0]]),
@@ -198,7 +200,7 @@ def test_gradient_reaches_the_logits(geom: LayerGeometry) -> None:
 
     alpha.grad = None
     theta = torch.softmax(alpha, dim=0)
-    total = ne16_cost(
+    total = NE16.group_costs(
         geom,
         torch.tensor([[8.0]]),
         torch.tensor([[2.0, 4.0, 8.0]]),

@@ -7,7 +7,6 @@ pass optimizers, schedulers and an optional per-step callback.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,24 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 
-from mpsctl.distributed import reduce_sums
 from mpsctl.errors import UserError
+from mpsctl.training.distributed import reduce_sums
+from mpsctl.training.optim import StepSchedule
 
 StepCallback = Callable[[int, float], None]
 
 
 class NonFiniteLossError(UserError):
     """The loss or a cost became NaN/inf: training cannot go on meaningfully."""
-
-
-@dataclass
-class StepSchedule:
-    """A learning-rate scheduler and whether it steps per batch (else per epoch)."""
-
-    scheduler: LRScheduler
-    per_step: bool
 
 
 @dataclass
@@ -71,43 +62,6 @@ class EpochTotals:
             steps=self.steps,
             interrupted=interrupted,
         )
-
-
-def make_optimizer(
-    params: Iterable[nn.Parameter],
-    name: str,
-    lr: float,
-    weight_decay: float = 0.0,
-    momentum: float | None = None,
-) -> Optimizer:
-    """Any ``torch.optim`` class by its exact class name (e.g. ``Adam``, ``SGD``)."""
-    kwargs: dict = {"lr": lr, "weight_decay": weight_decay}
-    if momentum is not None:
-        kwargs["momentum"] = momentum
-    return getattr(torch.optim, name)(list(params), **kwargs)
-
-
-def make_schedule(
-    optimizer: Optimizer,
-    name: str,
-    epochs: int,
-    steps_per_epoch: int,
-    step_size: int = 10,
-    gamma: float = 0.1,
-    max_lr: float | None = None,
-) -> StepSchedule | None:
-    """``cosine`` and ``onecycle`` step per batch, ``step`` per epoch; ``none`` → None."""
-    total = max(epochs * steps_per_epoch, 1)
-    if name == "cosine":
-        return StepSchedule(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total), True)
-    if name == "onecycle":
-        peak = max_lr if max_lr is not None else optimizer.param_groups[0]["lr"]
-        return StepSchedule(
-            torch.optim.lr_scheduler.OneCycleLR(optimizer, peak, total_steps=total), True
-        )
-    if name == "step":
-        return StepSchedule(torch.optim.lr_scheduler.StepLR(optimizer, step_size, gamma), False)
-    return None
 
 
 def _check_finite(value: Tensor, what: str, epoch: int, step: int) -> None:
@@ -197,8 +151,3 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> dict[s
     total_loss, correct, seen = reduce_sums([total_loss, float(correct), float(seen)], device)
     seen = max(seen, 1)
     return {"accuracy": correct / seen, "loss": total_loss / seen}
-
-
-def temperature_at(epoch: int, start: float, decay: float, minimum: float = 0.0) -> float:
-    """``T = start · e^(−decay · epoch)``, never below ``minimum``."""
-    return max(start * math.exp(-decay * epoch), minimum)

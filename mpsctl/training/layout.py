@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mpsctl.errors import UserError
+from mpsctl.search.layers import LayerOp
 from mpsctl.search.supernet import Supernet
 
 Setting = Literal["auto"] | bool
@@ -54,7 +55,7 @@ def use_channels_last(
 
 def _has_conv2d(model: nn.Module) -> bool:
     if isinstance(model, Supernet):
-        return any(layer.op == "conv2d" for _, layer in model.layers())
+        return any(layer.op == LayerOp.CONV2D for _, layer in model.layers())
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mpsctl.cost.base import get_cost
-from mpsctl.cost.expected import expected_theta, kept_channels, layer_cost
 from mpsctl.search.convert import build_supernet
+from mpsctl.search.expected import expected_theta, hard_theta, kept_channels, layer_cost
 from mpsctl.search.space import SearchSpace
+from mpsctl.targets import build_cost_model
 
 SPACE = SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(4, 8), per_channel=True)
 
@@ -82,7 +82,7 @@ COSTS = ("params_bit", "bitops")
 
 
 def _per_layer(net, theta_fn) -> dict[tuple[str, str], float]:
-    return {(cost, name): float(layer_cost(layer, get_cost(cost), theta_fn))
+    return {(cost, name): float(layer_cost(layer, build_cost_model(cost), theta_fn))
             for cost in COSTS for name, layer in net.layers()}
 
 
@@ -116,7 +116,8 @@ def _product_of_expectations(layer, cost: str) -> float:
     p_in = torch.tensor(slot.bits, dtype=torch.float32).unsqueeze(1)
     p_w = torch.tensor(choice.bits, dtype=torch.float32).unsqueeze(0)
     cin = kept_channels(choice, expected_theta) * layer.cin_source[1]
-    f = get_cost(cost)(layer.geometry, p_in, p_w, cin, choice.theta().sum(1).unsqueeze(0))
+    f = build_cost_model(cost).group_costs(layer.geometry, p_in, p_w, cin,
+                                          choice.theta().sum(1).unsqueeze(0))
     return float((slot.choice.theta().unsqueeze(1) * f * (p_w > 0)).sum())
 
 
@@ -145,7 +146,6 @@ def test_hard_costs_are_exact_integers_at_1e12_bitops() -> None:
     """A 512→512 3×3 conv on a 78×78 output at 8×8 bits: 918,653,239,296 bit-operations
     (float32 is off by thousands there)."""
     from mpsctl.cost.base import LayerGeometry
-    from mpsctl.cost.expected import hard_theta
     from mpsctl.quant.modules import PACTActivationQuantizer, make_weight_quantizer
     from mpsctl.search.choice import PrecisionChoice
     from mpsctl.search.layers import ActivationSlot, SearchableLayer
@@ -157,4 +157,4 @@ def test_hard_costs_are_exact_integers_at_1e12_bitops() -> None:
                                                        PrecisionChoice((8,))))
     exact = 9 * 512 * 512 * 8 * 8 * 78 * 78
     assert exact == 918_653_239_296
-    assert float(layer_cost(layer, get_cost("bitops"), hard_theta)) == exact
+    assert float(layer_cost(layer, build_cost_model("bitops"), hard_theta)) == exact

@@ -42,8 +42,8 @@ def _fail(code: int, message: str) -> None:
 
 def _run(action: Callable[[], Any]) -> Any:
     """Run a stage, mapping bad input to exit 2 and other failures to exit 1 (one line)."""
-    from mpsctl import distributed
     from mpsctl.errors import Interrupted, UserError
+    from mpsctl.training import distributed
 
     try:
         result = action()
@@ -125,7 +125,7 @@ def search(
         return run_search(loaded, _reporter(quiet, as_json), resume=resume)
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     _emit(result, as_json, views.show_dry_run if dry_run else views.show_search, quiet)
 
@@ -178,7 +178,7 @@ def export(
         return run_export_command(pick_checkpoint(ckpt, reporter), reporter, onnx, onnx_variant)
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     _emit(result, as_json, views.show_export, quiet)
 
@@ -201,7 +201,7 @@ def finetune(
         return run_finetune(pick_checkpoint(path, reporter), overrides, reporter, resume)
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     _emit(result, as_json, views.show_finetune, quiet)
 
@@ -223,7 +223,7 @@ def refine(
         return run_refine(pick_checkpoint(ckpt, reporter), target, reporter)
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     _emit(result, as_json, views.show_refine, quiet)
 
@@ -240,7 +240,7 @@ def eval_(ckpt: CkptArg = None, as_json: JsonOpt = False) -> None:
         return run_eval(pick_checkpoint(ckpt, Reporter()))
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     if as_json:
         typer.echo(json.dumps(result))
@@ -265,13 +265,13 @@ def report(
         if plot:
             from pathlib import Path
 
-            from mpsctl.plots import write_plots
+            from mpsctl.cli.plots import write_plots
 
             result["plots"] = [str(p) for p in write_plots(result, Path(plot))]
         return result
 
     result = _run(action)
-    from mpsctl import views
+    from mpsctl.cli import views
 
     if as_json:
         typer.echo(json.dumps(result, default=_jsonable))
@@ -287,7 +287,7 @@ def ls(
     """List registered models, datasets, cost models or shipped recipes."""
 
     def action():
-        from mpsctl import catalog
+        from mpsctl.cli import catalog
 
         return catalog.listing(what)
 

@@ -1,0 +1,12 @@
+"""The optional ``deploy`` extra (onnx, onnxruntime, matplotlib) and the error without it."""
+
+from __future__ import annotations
+
+from mpsctl.errors import UserError
+
+DEPLOY_EXTRA = "pip install 'mpsctl[deploy]'"
+ONNX_MISSING = f"ONNX export needs the deploy extra: {DEPLOY_EXTRA}"
+
+
+class MissingExtraError(UserError):
+    """An optional dependency (the ``deploy`` extra) is not installed."""
