@@ -14,6 +14,8 @@ from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError, RecipeError
 from mpsctl.recipe import Recipe, build, dump_recipe_yaml, recipe_diff, recipe_to_dict
+from mpsctl.search.choice import PrecisionChoice
+from mpsctl.search.layers import ActivationSlot, SearchableLayer
 from mpsctl.search.supernet import Supernet
 from mpsctl.stages import summary
 from mpsctl.training import distributed
@@ -217,15 +219,23 @@ def _finish(
 
 @torch.no_grad()
 def evaluate_soft(net: Supernet, loader, device: torch.device) -> dict[str, float]:
-    """Accuracy of the soft supernet (θ mixture, no Gumbel noise) on ``loader``."""
+    """Accuracy of the soft supernet (θ mixture, no Gumbel noise) on ``loader``.
+
+    Only the choices and quantizers run in training mode (that is what makes them mix);
+    everything else (dropout above all) is in eval mode, as for any measured accuracy.
+    """
     mode = next((c.mode for _, c in net.choices()), "softmax")
     net.set_mode("softmax")
-    net.train()
+    net.eval()
+    for module in net.modules():
+        if isinstance(module, PrecisionChoice | ActivationSlot | SearchableLayer):
+            module.train()
     correct = seen = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        correct += int((net(x).argmax(1) == y).sum())
-        seen += y.numel()
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += int((net(x).argmax(1) == y).sum())
+            seen += y.numel()
     net.set_mode(mode)
     net.eval()
     return {"accuracy": correct / max(seen, 1)}
