@@ -167,7 +167,7 @@ class IntegerExporter(GraphExporter):
     def _folded_relu(self, node: fx.Node, value: Value) -> Value:
         """The ReLU of a quantizer call with ``relu=True``; the codes checked against the
         PyTorch model at this node are then the ones after it."""
-        out = self._relu(f"{node.name}/relu", value, six=False)
+        out = self._relu(f"{node.name}/relu", value, None)
         info = self.codes.get(value.name)
         if out.name != value.name and info is not None and info["node"] == node.name:
             self.codes[out.name] = self.codes.pop(value.name)

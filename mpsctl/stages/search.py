@@ -318,15 +318,20 @@ def _finish(
 
 @torch.no_grad()
 def evaluate_soft(net: Supernet, loader, device: torch.device) -> dict[str, float]:
-    """Accuracy of the soft supernet (θ mixture, no Gumbel noise) on ``loader``."""
+    """Accuracy of the soft supernet (θ mixture, no Gumbel noise) on ``loader``.
+
+    Only the choices and quantizers run in training mode (that is what makes them mix);
+    everything else (dropout above all) is in eval mode, as for any measured accuracy.
+    """
     mode = next((c.mode for _, c in net.choices()), "softmax")
     net.set_mode("softmax")
     net.soft_eval()
     correct = seen = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        correct += int((net(x).argmax(1) == y).sum())
-        seen += y.numel()
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += int((net(x).argmax(1) == y).sum())
+            seen += y.numel()
     net.set_mode(mode)
     net.eval()
     return {"accuracy": correct / max(seen, 1)}
