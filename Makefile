@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev,deploy]"
+	$(PY) -m pip install -q -e ".[dev,deploy,log]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,3 +12,4 @@ export_ckpt=$("$MPSCTL" export "$refine_ckpt" | tail -n 1)
 final_ckpt=$("$MPSCTL" finetune "$export_ckpt" | tail -n 1)
 "$MPSCTL" report "$final_ckpt"
 echo "NE16 quickstart finished in $(( $(date +%s) - start )) s: $final_ckpt"
+"$MPSCTL" eval "$final_ckpt" --split test

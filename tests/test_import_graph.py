@@ -18,7 +18,7 @@ ROOT = Path(mpsctl.__file__).parent
 
 #: Subpackage (or top-level module) → its layer; a package may import layers <= its own.
 LAYERS = {
-    "errors": 0, "registry": 0, "version": 0, "enums": 0,
+    "errors": 0, "registry": 0, "version": 0, "enums": 0, "resources": 0,
     "quant": 1, "cost": 1, "models": 1, "data": 1,
     "targets": 2, "search": 3, "deploy": 4,
     "console": 5, "training": 5,

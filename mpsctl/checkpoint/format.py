@@ -206,9 +206,14 @@ def _wrong_stage(path: Path, stage: str, expect: Sequence[str], command: str) ->
     needs = " or ".join(expect)
     user = f"`mpsctl {command}`" if command else "this command"
     return (
-        f"{path} is a {stage} checkpoint but {user} needs a {needs} checkpoint; "
-        f"run `mpsctl {first}` first"
+        f"{path} is {_article(stage)} {stage} checkpoint but {user} needs {_article(needs)} "
+        f"{needs} checkpoint; run `mpsctl {first}` first"
     )
+
+
+def _article(word: str) -> str:
+    """'an' before a vowel sound (an export checkpoint), else 'a'."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -39,10 +39,11 @@ def payload(
 def extend_lineage(
     ckpt: dict[str, Any], stage: str, metrics: dict[str, Any], cost: dict[str, float]
 ) -> list[dict[str, Any]]:
-    """The pipeline so far (fp32 → search → … ) plus this stage's accuracy and size."""
+    """The pipeline so far (fp32 → search → … ) plus this stage's accuracies and size."""
     return [*ckpt.get("lineage", []), {
         "stage": stage,
         "accuracy": metrics.get("accuracy"),
+        "test_accuracy": metrics.get("test_accuracy"),
         "params_bit": cost.get("params_bit"),
     }]
 

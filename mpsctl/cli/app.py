@@ -30,9 +30,34 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue from the run's last.pt.")
 ]
+TensorBoardOpt = Annotated[
+    bool, typer.Option("--tensorboard",
+                       help="Also write TensorBoard event files (same as log.tensorboard=true).")
+]
+#: What --tensorboard adds to the recipe overrides.
+TENSORBOARD_OVERRIDE = "log.tensorboard=true"
 CkptArg = Annotated[
     str | None, typer.Argument(help="Checkpoint; default: the newest under ./runs.")
 ]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mpsctl.version import __version__
+
+        typer.echo(f"mpsctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Mixed-precision search, export, fine-tuning and NE16 refinement for CNNs."""
 
 
 def _fail(code: int, message: str) -> None:
@@ -40,13 +65,20 @@ def _fail(code: int, message: str) -> None:
     raise typer.Exit(code)
 
 
-def _run(action: Callable[[], Any]) -> Any:
-    """Run a stage, mapping bad input to exit 2 and other failures to exit 1 (one line)."""
+def _run(action: Callable[[], Any], stage: bool = True) -> Any:
+    """Run a stage, mapping bad input to exit 2 and other failures to exit 1 (one line).
+
+    ``stage=False`` is for commands that never start a process group (``cp``, listings of
+    shipped files): they skip the distributed bookkeeping, and with it importing torch.
+    """
     from mpsctl.errors import Interrupted, UserError
-    from mpsctl.training import distributed
 
     try:
         result = action()
+        if not stage:
+            return result
+        from mpsctl.training import distributed
+
         if not distributed.is_main():
             distributed.shutdown()
             raise typer.Exit(0)
@@ -109,6 +141,7 @@ def search(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show layers and costs only.")] = False,
     resume: ResumeOpt = False,
+    tensorboard: TensorBoardOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -119,7 +152,8 @@ def search(
         from mpsctl.stages.search import dry_run as do_dry_run
         from mpsctl.stages.search import run_search
 
-        loaded = load_recipe(recipe, overrides or [])
+        extra = [TENSORBOARD_OVERRIDE] if tensorboard else []
+        loaded = load_recipe(recipe, (overrides or []) + extra)
         if dry_run:
             return do_dry_run(loaded)
         return run_search(loaded, _reporter(quiet, as_json), resume=resume)
@@ -131,26 +165,113 @@ def search(
 
 
 @app.command()
+def sweep(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    budgets: Annotated[
+        str | None, typer.Option("--budgets", help="Comma-separated budgets, e.g. 5%,10%,24KiB.")
+    ] = None,
+    strengths: Annotated[
+        str | None, typer.Option("--strengths", help="Comma-separated strengths, e.g. 1e-6,3e-6.")
+    ] = None,
+    cost: Annotated[
+        str | None, typer.Option("--cost", help="Swept cost; default: the recipe's own budget "
+                                 "or strength, else params_bit.")
+    ] = None,
+    no_baselines: Annotated[
+        bool, typer.Option("--no-baselines", help="Only the searched points.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip the points a previous run finished.")
+    ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Search → export → finetune at several budgets plus baselines; writes sweep.json."""
+
+    def action():
+        from mpsctl.errors import UserError
+        from mpsctl.recipe import load_recipe
+        from mpsctl.stages.sweep import parse_list, run_sweep
+
+        loaded = load_recipe(recipe, overrides or [])
+        values = []
+        for text in parse_list(strengths, "--strengths"):
+            try:
+                values.append(float(text))
+            except ValueError:
+                raise UserError(f"--strengths: {text!r} is not a number (e.g. 1e-6)") from None
+            if not values[-1] > 0:
+                raise UserError(f"--strengths: {text} must be positive")
+        reporter = _reporter(quiet, as_json)
+        result = run_sweep(loaded, reporter, parse_list(budgets, "--budgets"), values, cost,
+                           baselines=not no_baselines, resume=resume)
+        result["plot"] = _pareto_plot(result, reporter)
+        return result
+
+    result = _run(action)
+    from mpsctl.cli import views
+
+    if as_json:
+        typer.echo(json.dumps(result, default=_jsonable))
+        return
+    if not quiet:
+        _run(lambda: views.show_sweep(result))
+    typer.echo(result["sweep"])
+
+
+def _pareto_plot(result: dict[str, Any], reporter) -> str | None:
+    """``pareto.png`` beside ``sweep.json`` (rank 0 only; skipped without matplotlib)."""
+    from pathlib import Path
+
+    from mpsctl.cli.plots import plot_pareto
+    from mpsctl.deploy.extra import MissingExtraError
+    from mpsctl.training import distributed
+
+    if not distributed.is_main():
+        return None
+    path = Path(result["run_dir"]) / "pareto.png"
+    try:
+        return str(plot_pareto(result, path))
+    except MissingExtraError as exc:
+        reporter.log(f"no {path.name}: {exc}")
+        return None
+
+
+@app.command()
 def validate(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a recipe (with overrides) and print the resolved result."""
+    """Check a recipe and everything a run builds before training; print it resolved.
+
+    Checks the schema, device, model, data, that the model takes the data, and the
+    conversion to a supernet on one example batch. Exit 2 lists every problem.
+    """
 
     def action():
-        from mpsctl.recipe import load_recipe, recipe_to_dict
+        from mpsctl.stages.validate import run_validate
 
-        return {"recipe": recipe_to_dict(load_recipe(recipe, overrides or [])), "valid": True}
+        return run_validate(recipe, overrides or [])
 
     result = _run(action)
+    if not as_json:
+        for found in result.get("warnings", []):
+            typer.echo(f"warning: {found['field']}: {found['message']}", err=True)
     if as_json:
-        typer.echo(json.dumps(result))
-    else:
+        typer.echo(json.dumps(result, default=_jsonable))
+    elif result["valid"]:
         import yaml
 
         typer.echo(yaml.safe_dump(result["recipe"], sort_keys=False), nl=False)
-        typer.echo("recipe is valid", err=True)
+        typer.echo(f"recipe is valid (checked: {', '.join(result['checks'])})", err=True)
+    else:
+        for found in result["problems"]:
+            field = f"{found['field']}: " if found["field"] else ""
+            typer.echo(f"error: {field}{found['message']}", err=True)
+    if not result["valid"]:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -160,14 +281,15 @@ def export(
         str | None, typer.Option("--onnx", help="Also write an integer ONNX model here.")
     ] = None,
     onnx_variant: Annotated[
-        str, typer.Option("--onnx-variant", help="integer (integer-only ops) or qdq.")
+        str, typer.Option("--onnx-variant",
+                          help="integer (integer-only ops), qdq, or qonnx (real bit-widths).")
     ] = "integer",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fixed-precision model from a search/refine checkpoint; writes export.pt.
 
-    With --onnx, also writes the integer ONNX graph, verified with onnxruntime.
+    With --onnx, also writes the ONNX graph (integer, QDQ or QONNX), verified by running it.
     """
 
     def action():
@@ -187,11 +309,14 @@ def export(
 def finetune(
     args: Annotated[list[str] | None, typer.Argument(help="[CKPT] [key=value ...]")] = None,
     resume: ResumeOpt = False,
+    tensorboard: TensorBoardOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Quantization-aware fine-tuning of an exported model; writes finetune.pt."""
     path, overrides = _split(args)
+    if tensorboard:
+        overrides.append(TENSORBOARD_OVERRIDE)
 
     def action():
         from mpsctl.stages.common import pick_checkpoint
@@ -229,15 +354,21 @@ def refine(
 
 
 @app.command("eval")
-def eval_(ckpt: CkptArg = None, as_json: JsonOpt = False) -> None:
-    """Validation accuracy and loss of any stage's model."""
+def eval_(
+    ckpt: CkptArg = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Data split: val (default), test or train.")
+    ] = "val",
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy and loss of any stage's model on the validation (or test/train) split."""
 
     def action():
         from mpsctl.console import Reporter
         from mpsctl.stages.common import pick_checkpoint
         from mpsctl.stages.evaluate import run_eval
 
-        return run_eval(pick_checkpoint(ckpt, Reporter()))
+        return run_eval(pick_checkpoint(ckpt, Reporter()), split)
 
     result = _run(action)
     from mpsctl.cli import views
@@ -281,25 +412,47 @@ def report(
 
 @app.command("ls")
 def ls(
-    what: Annotated[str, typer.Argument(help="models, datasets, costs or recipes")] = "models",
+    what: Annotated[
+        str, typer.Argument(help="models, datasets, costs, recipes or configs")
+    ] = "models",
     recipe: Annotated[str | None, typer.Option(
         "--recipe", help="With costs: add the cost models of the recipe's own targets "
         "(search.targets).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List registered models, datasets, cost models or shipped recipes."""
+    """List registered models, datasets, cost models, or shipped recipes and configs."""
 
     def action():
         from mpsctl.cli import catalog
 
         return catalog.listing(what, recipe)
 
-    items = _run(action)
+    items = _run(action, stage=what not in ("recipes", "configs"))
     if as_json:
         typer.echo(json.dumps({what: items}))
     else:
         for item in items:
             typer.echo(item)
+
+
+@app.command("cp")
+def cp(
+    name: Annotated[str, typer.Argument(help="Shipped recipe or config (see mpsctl ls).")],
+    dest: Annotated[
+        str | None, typer.Argument(help="File or folder; default: the current folder.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a shipped recipe or config to edit; prints the new file's path."""
+
+    def action():
+        from mpsctl.cli import catalog
+
+        return catalog.copy_bundled(name, dest, force)
+
+    path = str(_run(action, stage=False))
+    typer.echo(json.dumps({"file": path}) if as_json else path)
 
 
 def main() -> None:

@@ -1,13 +1,15 @@
-"""What `mpsctl ls` lists: registered models, datasets, cost models and shipped recipes."""
+"""What `mpsctl ls` lists (registered models, datasets, cost models, shipped recipes and
+configs) and what `mpsctl cp` copies out of the package."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mpsctl.errors import UserError
+from mpsctl.resources import bundled_names, bundled_path
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
-KINDS = ("models", "datasets", "costs", "recipes")
+KINDS = ("models", "datasets", "costs", "recipes", "configs")
 
 
 def listing(what: str, recipe: str | None = None) -> list[str]:
@@ -33,6 +35,35 @@ def listing(what: str, recipe: str | None = None) -> list[str]:
             targets = load_recipe(recipe).search.targets
             names += [n for n in yaml_cost_models(targets) if n not in names]
         return names
-    if what == "recipes":
-        return sorted(str(p.relative_to(RECIPES_DIR.parent)) for p in RECIPES_DIR.glob("*.yaml"))
+    if what in ("recipes", "configs"):
+        return bundled_names(what)
     raise UserError(f"ls: unknown kind '{what}' (one of: {', '.join(KINDS)})")
+
+
+def copy_bundled(name: str, dest: str | None = None, force: bool = False) -> Path:
+    """Copy a shipped recipe or config to ``dest`` (default: the current folder) to edit.
+
+    A ``dest`` that is a folder (existing, or written with a trailing ``/``) receives the
+    file under its own name; a name without a suffix gets ``.yaml``. An existing file is
+    kept unless ``force``; the copy is written to a temporary file and renamed, so an
+    interrupted copy leaves nothing half-written.
+    """
+    source = bundled_path(name)
+    target = Path(dest).expanduser() if dest else Path(source.name)
+    if (dest and dest.endswith(("/", os.sep))) or target.is_dir():
+        target = target / source.name
+    elif not target.suffix:
+        target = target.with_suffix(".yaml")
+    if target.exists() and not force:
+        raise UserError(f"cp: {target} already exists (pass --force to overwrite it)")
+    if not target.parent.is_dir():
+        raise UserError(f"cp: folder {target.parent} does not exist (create it first)")
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "xb") as out:  # created with the user's usual permissions
+            out.write(source.read_bytes())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target

@@ -184,3 +184,41 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     if report.get("history"):
         written.append(plot_history(report["history"], out_dir / "search_history.png"))
     return written
+
+
+#: Marker and colour of each kind of sweep point.
+_SWEEP_STYLE = {"searched": ("o", "#3182bd", "searched (fine-tuned)"),
+                "uniform": ("s", "#e6550d", "uniform QAT"),
+                "pruned": ("^", "#31a354", "uniform QAT + L1 pruning")}
+PARETO_SIZE = (8.0, 5.0)
+
+
+def plot_pareto(sweep: dict[str, Any], path: Path) -> Path:
+    """Accuracy against cost (share of the highest-precision model) of every sweep point,
+    one marker per kind; front points ringed, the searched points joined in cost order."""
+    cost = sweep["cost"]
+    highest = sweep.get("highest") or 1.0
+    front = set(sweep.get("front", []))
+    fig = _figure(*PARETO_SIZE)
+    ax = fig.add_subplot()
+    for kind, (marker, colour, label) in _SWEEP_STYLE.items():
+        points = sorted((p for p in sweep["points"] if p["kind"] == kind),
+                        key=lambda p: p["cost"][cost])
+        if not points:
+            continue
+        xs = [100 * p["cost"][cost] / highest for p in points]
+        ys = [100 * p["accuracy"] for p in points]
+        ax.plot(xs, ys, marker=marker, color=colour, label=label,
+                linestyle="-" if kind == "searched" else "none")
+        for p, x, y in zip(points, xs, ys, strict=True):
+            if p["id"] in front:
+                ax.plot([x], [y], marker="o", markersize=13, markerfacecolor="none",
+                        markeredgecolor="#222222", linestyle="none")
+    ax.plot([], [], marker="o", markersize=10, markerfacecolor="none",
+            markeredgecolor="#222222", linestyle="none", label="Pareto front")
+    ax.set_xlabel(f"{cost}, % of the highest-precision model")
+    ax.set_ylabel("validation accuracy, %")
+    ax.set_title(f"{sweep.get('recipe', '')}: accuracy vs {cost} (seed {sweep.get('seed', '')})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    return _save(fig, path)

@@ -1,9 +1,10 @@
-"""Datasets by name: the bundled MNIST subset, synthetic data, and torchvision's on-disk sets."""
+"""Datasets by name: the bundled MNIST subset, synthetic data, torchvision's on-disk sets,
+the user's own arrays (``tensors``) and the user's own factories (``package.module:attr``)."""
 
-from mpsctl.data import bundled, synthetic, vision  # noqa: F401  (register the built-ins)
-from mpsctl.data.loaders import make_loaders
+from mpsctl.data import arrays, bundled, synthetic, vision  # noqa: F401  (register the built-ins)
+from mpsctl.data.bundle import SPLITS, DataBundle
+from mpsctl.data.loaders import make_eval_loader, make_loaders
 from mpsctl.data.registry import (
-    DataBundle,
     available_datasets,
     build_datasets,
     dataset_options,
@@ -11,10 +12,12 @@ from mpsctl.data.registry import (
 )
 
 __all__ = [
+    "SPLITS",
     "DataBundle",
     "available_datasets",
     "build_datasets",
     "dataset_options",
+    "make_eval_loader",
     "make_loaders",
     "register_dataset",
 ]

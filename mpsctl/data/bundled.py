@@ -1,5 +1,10 @@
 """``mnist5k``: 5,000 MNIST digits shipped inside the package, so the quickstart runs offline.
 
+The test split is 100 images of each digit (1,000), drawn once with a fixed seed: the same
+images for every recipe seed, never seen by training or selection. The other 4,000 are
+shuffled by the recipe's seed and split into validation (``val_fraction``, 800 by default)
+and training (3,200).
+
 See ``files/MNIST5K-NOTICE.txt`` for attribution and ``scripts/make_mnist5k.py`` for the
 file layout.
 """
@@ -22,19 +27,24 @@ from mpsctl.errors import DataError
 MNIST5K_FILE = "mnist5k.bin.gz"
 _MAGIC = b"U8IM"
 _HEADER = struct.Struct("<4s4I")
+#: Test images per digit, and the seed that picks them (independent of the recipe's seed).
+TEST_PER_CLASS = 100
+TEST_SEED = 20_141_414
 
 
 @register_dataset("mnist5k")
 def mnist5k(seed: int, val_fraction: float = 0.2, size: int | None = None) -> DataBundle:
-    """Bundled MNIST subset (500 per digit), shuffled by ``seed`` and split train/val."""
+    """Bundled MNIST subset (500 per digit): a fixed test split of 100 per digit, the rest
+    shuffled by ``seed`` and split train/val."""
     val_fraction = opt.fraction("val_fraction", val_fraction)
     data = load_u8_file(MNIST5K_FILE)
-    n_val = round(len(data) * val_fraction)
-    if not 0 < n_val < len(data):
+    test_idx, rest = fixed_test_split(data.labels, TEST_PER_CLASS, TEST_SEED)
+    n_val = round(len(rest) * val_fraction)
+    if not 0 < n_val < len(rest):
         raise DataError(
-            f"data.val_fraction: {val_fraction} leaves no train or val samples out of {len(data)}"
+            f"data.val_fraction: {val_fraction} leaves no train or val samples out of {len(rest)}"
         )
-    order = seeded_permutation(len(data), seed)
+    order = rest[seeded_permutation(len(rest), seed)]
     train_idx, val_idx = order[n_val:], order[:n_val]
     if size is not None:
         size = opt.positive_int("size", size)
@@ -49,7 +59,22 @@ def mnist5k(seed: int, val_fraction: float = 0.2, size: int | None = None) -> Da
         val=data.take(val_idx),
         input_shape=tuple(data.images.shape[1:]),
         num_classes=10,
+        test=data.take(test_idx),
     )
+
+
+def fixed_test_split(labels: Tensor, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``(test indices, remaining indices)``: ``per_class`` samples of every label, picked
+    with ``seed``; both sorted, so the split does not depend on anything else."""
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for label in labels.unique().tolist():
+        members = (labels == label).nonzero().flatten()
+        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    test = torch.cat(picked).sort().values
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[test] = False
+    return test, mask.nonzero().flatten()
 
 
 @functools.lru_cache(maxsize=2)

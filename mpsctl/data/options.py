@@ -29,14 +29,22 @@ def boolean(key: str, value: Any) -> bool:
     return value
 
 
-def shape(key: str, value: Any) -> tuple[int, int, int]:
-    """An image shape ``[channels, height, width]`` of positive ints."""
-    ok = isinstance(value, (list, tuple)) and len(value) == 3
+def shape(key: str, value: Any) -> tuple[int, ...]:
+    """A sample shape of any rank: ``[features]``, ``[channels, length]``, ``[c, h, w]``..."""
+    ok = isinstance(value, (list, tuple)) and len(value) >= 1
     if not ok or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
         raise DataError(
-            f"data.{key}: must be [channels, height, width] of positive integers, got {value!r}"
+            f"data.{key}: must be a list of positive integers such as [128], [40, 49] or "
+            f"[3, 32, 32], got {value!r}"
         )
-    return (value[0], value[1], value[2])
+    return tuple(value)
+
+
+def fraction_or_zero(key: str, value: Any) -> float:
+    """A number in [0, 1): 0 turns a split off."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise DataError(f"data.{key}: must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def image_size(key: str, value: Any) -> tuple[int, int]:

@@ -1,8 +1,10 @@
-"""``fake``: random images for tests and smoke runs, learnable so training visibly works.
+"""``fake``: random samples for tests and smoke runs, learnable so training visibly works.
 
-Each class owns a random texture (a small tile repeated over the image); a sample is half
-its class texture and half uniform noise. Convolutions pick the texture up anywhere in the
-image, so even a tiny CNN with global pooling fits the labels. Samples are generated on
+Each class owns a random texture (a small tile repeated over every axis after the first,
+the channel axis); a sample is half its class texture and half uniform noise. Convolutions
+pick the texture up anywhere, so even a tiny CNN with global pooling fits the labels. Any
+rank works: ``[features]`` (one random vector per class), ``[channels, length]``,
+``[channels, height, width]``. Samples are generated on
 demand from ``(seed, split, index)``: no memory cost, identical in every worker.
 """
 
@@ -45,20 +47,26 @@ def fake(
     num_classes: int = 10,
     size: int = 256,
     val_size: int = 64,
+    test_size: int = 64,
 ) -> DataBundle:
-    """Synthetic ``shape`` images in [0, 1], deterministic for a seed."""
-    c, h, w = opt.shape("shape", shape)
+    """Synthetic samples of ``shape`` in [0, 1], deterministic for a seed."""
+    dims = opt.shape("shape", shape)
     num_classes = opt.positive_int("num_classes", num_classes)
     size = opt.positive_int("size", size)
     val_size = opt.positive_int("val_size", val_size)
+    test_size = opt.positive_int("test_size", test_size)
     generator = torch.Generator().manual_seed(seed)
-    tiles = torch.rand(num_classes, c, _TILE, _TILE, generator=generator)
-    reps = (-(-h // _TILE), -(-w // _TILE))
-    textures = tiles.repeat(1, 1, *reps)[:, :, :h, :w].contiguous()
+    spatial = dims[1:]
+    tiles = torch.rand(num_classes, dims[0], *(_TILE for _ in spatial), generator=generator)
+    reps = tuple(-(-n // _TILE) for n in spatial)
+    textures = tiles.repeat(1, 1, *reps)[(slice(None), slice(None), *map(slice, spatial))]
+    textures = textures.contiguous()
     train_base, val_base = torch.randint(2**62, (2,), generator=generator).tolist()
+    test_base = int(torch.randint(2**62, (1,), generator=generator))
     return DataBundle(
         train=TextureNoise(textures, size, train_base),
         val=TextureNoise(textures, val_size, val_base),
-        input_shape=(c, h, w),
+        input_shape=dims,
         num_classes=num_classes,
+        test=TextureNoise(textures, test_size, test_base),
     )

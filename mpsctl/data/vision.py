@@ -1,6 +1,8 @@
 """Datasets read through torchvision from the user's disk: ``mnist``, ``cifar10``, ``imagefolder``.
 
 torchvision is imported inside the factories so that ``import mpsctl.data`` stays fast.
+MNIST and CIFAR-10 keep their official test sets as the held-out ``test`` split; validation
+is ``val_fraction`` of the official training set, drawn with the recipe's seed.
 MNIST and CIFAR-10 are copied into ``UInt8Images`` (scaled to [0, 1] per item, exactly what
 ``ToTensor`` gives) to skip a PIL round trip per sample.
 """
@@ -21,30 +23,40 @@ from mpsctl.errors import DataError
 
 @register_dataset("mnist")
 def mnist(
-    seed: int, root: str | None = None, download: bool = False, size: int | None = None
+    seed: int,
+    root: str | None = None,
+    download: bool = False,
+    size: int | None = None,
+    val_fraction: float = 0.1,
 ) -> DataBundle:
-    """Full MNIST (60k/10k) from ``root/MNIST/raw``, as torchvision lays it out."""
+    """Full MNIST from ``root/MNIST/raw``: 54k/6k train/val from the 60k, the 10k as test."""
     from torchvision.datasets import MNIST
 
     folder = opt.folder("root", root, "mnist", "set data.root to the folder that holds MNIST/raw")
     train, val = (
         _open(MNIST, folder, download, is_train, "MNIST", "MNIST/raw") for is_train in (True, False)
     )
-    train_set = UInt8Images(train.data.unsqueeze(1), train.targets)
-    val_set = UInt8Images(val.data.unsqueeze(1), val.targets)
+    train_set, val_set = _hold_out(
+        UInt8Images(train.data.unsqueeze(1), train.targets), val_fraction, seed
+    )
     return DataBundle(
         train=_subset(train_set, size, seed),
         val=val_set,
         input_shape=(1, 28, 28),
         num_classes=10,
+        test=UInt8Images(val.data.unsqueeze(1), val.targets),
     )
 
 
 @register_dataset("cifar10")
 def cifar10(
-    seed: int, root: str | None = None, download: bool = False, size: int | None = None
+    seed: int,
+    root: str | None = None,
+    download: bool = False,
+    size: int | None = None,
+    val_fraction: float = 0.1,
 ) -> DataBundle:
-    """CIFAR-10 (50k/10k) from ``root/cifar-10-batches-py``, as torchvision lays it out."""
+    """CIFAR-10 from ``root/cifar-10-batches-py``: 45k/5k train/val, the 10k test set as test."""
     from torchvision.datasets import CIFAR10
 
     folder = opt.folder(
@@ -59,11 +71,13 @@ def cifar10(
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return UInt8Images(images, torch.tensor(ds.targets))
 
+    train_set, val_set = _hold_out(to_u8(train), val_fraction, seed)
     return DataBundle(
-        train=_subset(to_u8(train), size, seed),
-        val=to_u8(val),
+        train=_subset(train_set, size, seed),
+        val=val_set,
         input_shape=(3, 32, 32),
         num_classes=len(train.classes),
+        test=to_u8(val),
     )
 
 
@@ -74,7 +88,11 @@ def imagefolder(
     image_size: int | list[int] | None = None,
     size: int | None = None,
 ) -> DataBundle:
-    """Images in ``root/train/<class>/`` and ``root/val/<class>/``, resized, as RGB in [0, 1]."""
+    """Images in ``root/train/<class>/`` and ``root/val/<class>/``, resized, as RGB in [0, 1].
+
+    ``root/test/<class>/`` is the test split when it exists; otherwise ``val/`` is halved
+    with a fixed seed into validation and test (the same halves for every recipe seed).
+    """
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
@@ -88,7 +106,8 @@ def imagefolder(
     hw = opt.image_size("image_size", image_size)
     transform = transforms.Compose([transforms.Resize(hw), transforms.ToTensor()])
     splits = []
-    for split in ("train", "val"):
+    has_test = (folder / "test").is_dir()
+    for split in ("train", "val", "test") if has_test else ("train", "val"):
         path = folder / split
         if not path.is_dir():
             raise DataError(f"data.root: {path} is not a folder; {hint}")
@@ -98,18 +117,44 @@ def imagefolder(
             raise DataError(
                 f"data.root: no usable images in {path} ({_reason(exc)}); {hint}"
             ) from exc
-    train, val = splits
-    if train.classes != val.classes:
-        raise DataError(
-            f"data.root: class folders differ between {folder / 'train'} ({len(train.classes)}) "
-            f"and {folder / 'val'} ({len(val.classes)}); give both the same class folders"
-        )
+    train = splits[0]
+    for name, other in zip(("val", "test")[: len(splits) - 1], splits[1:], strict=True):
+        if train.classes != other.classes:
+            raise DataError(
+                f"data.root: class folders differ between {folder / 'train'} "
+                f"({len(train.classes)}) and {folder / name} ({len(other.classes)}); give "
+                "them the same class folders"
+            )
+    if has_test:
+        val, test = splits[1], splits[2]
+    else:
+        halves = seeded_permutation(len(splits[1]), _HALVING_SEED)
+        middle = len(halves) // 2
+        val = Subset(splits[1], halves[:middle].tolist())
+        test = Subset(splits[1], halves[middle:].tolist())
     return DataBundle(
         train=_subset(train, size, seed),
         val=val,
         input_shape=(3, *hw),
         num_classes=len(train.classes),
+        test=test,
     )
+
+
+#: Seed that halves an imagefolder's val/ into validation and test when it has no test/.
+_HALVING_SEED = 20_141_414
+
+
+def _hold_out(data: UInt8Images, val_fraction: float, seed: int) -> tuple[UInt8Images, ...]:
+    """``(train, val)``: ``val_fraction`` of ``data`` drawn with ``seed`` for validation."""
+    val_fraction = opt.fraction("val_fraction", val_fraction)
+    order = seeded_permutation(len(data), seed)
+    n_val = round(len(data) * val_fraction)
+    if not 0 < n_val < len(data):
+        raise DataError(
+            f"data.val_fraction: {val_fraction} leaves no train or val samples out of {len(data)}"
+        )
+    return data.take(order[n_val:]), data.take(order[:n_val])
 
 
 def _open(cls: type, folder: Path, download: Any, train: bool, title: str, layout: str) -> Any:

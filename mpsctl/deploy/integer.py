@@ -95,7 +95,8 @@ def act_grid(slot: ActivationSlot) -> ActGrid:
     quantizer = slot.quantizer
     bits = slot.bits[int(slot.choice.assignment())]
     with torch.no_grad():
-        clip = quantizer.clip.detach().float().clamp_min(quantizer.floor)
+        clip = quantizer.clip.detach().float().clamp(quantizer.floor,
+                                                     getattr(quantizer, "clip_max", None))
         inv_scale = act_levels(bits, quantizer.signed) / clip
     return ActGrid(bits, quantizer.signed, float(clip), float(inv_scale))
 
@@ -214,16 +215,17 @@ def _channel_view(channels: int, ndim: int, axis: int) -> tuple[int, ...]:
 
 
 def weight_codes(
-    name: str, layer: SearchableLayer
+    name: str, layer: SearchableLayer, max_bits: int = MAX_CODE_BITS
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Integer weight codes, per-channel weight scales and bit-widths of a frozen layer."""
+    """Integer weight codes, per-channel weight scales and bit-widths of a frozen layer
+    (codes as int8 up to 8 bits, else int32)."""
     choice = layer.choice
     index = choice.assignment()
     bits_all = [choice.bits[int(i)] for i in index.expand(layer.weight.shape[0])]
-    if max(bits_all) > MAX_CODE_BITS:
+    if max(bits_all) > max_bits:
         raise IntegerExportError(
             f"layer '{name}' has {max(bits_all)}-bit weights; ONNX export stores weight codes "
-            f"as int8 (up to {MAX_CODE_BITS} bits: give it fewer bits)"
+            f"as int8 (up to {max_bits} bits: give it fewer bits)"
         )
     with torch.no_grad():
         weight, _ = layer.quantized_parameters()
@@ -240,7 +242,8 @@ def weight_codes(
             raise IntegerExportError(
                 f"layer '{name}' channel {c}: weight codes leave the {p}-bit range"
             )
-    return codes_np.astype(np.int8), scale.double().numpy(), bits_all
+    storage = np.int8 if max(bits_all) <= MAX_CODE_BITS else np.int32
+    return codes_np.astype(storage), scale.double().numpy(), bits_all
 
 
 def bias_codes(layer: SearchableLayer, in_grid: ActGrid) -> np.ndarray | None:
@@ -261,15 +264,17 @@ def bias_codes(layer: SearchableLayer, in_grid: ActGrid) -> np.ndarray | None:
     return q_np.astype(np.int32)
 
 
-def integer_layer(name: str, layer: SearchableLayer) -> IntegerLayer:
-    """The integer form of a frozen searchable layer."""
+def integer_layer(name: str, layer: SearchableLayer, max_bits: int = MAX_CODE_BITS
+                  ) -> IntegerLayer:
+    """The integer form of a frozen searchable layer (``max_bits``: the widest codes the
+    target format stores; QONNX has no 8-bit limit)."""
     in_grid = act_grid(layer.input_slot)
-    if in_grid.bits > MAX_CODE_BITS:
+    if in_grid.bits > max_bits:
         raise IntegerExportError(
             f"layer '{name}' reads {in_grid.bits}-bit activations; ONNX export stores codes "
-            f"as int8/uint8 (up to {MAX_CODE_BITS} bits: give it fewer bits)"
+            f"as int8/uint8 (up to {max_bits} bits: give it fewer bits)"
         )
-    codes, w_scale, w_bits = weight_codes(name, layer)
+    codes, w_scale, w_bits = weight_codes(name, layer, max_bits)
     bias = bias_codes(layer, in_grid)
     return IntegerLayer(
         name=name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,20 @@ from mpsctl.deploy.integer import (
     integer_layer,
 )
 from mpsctl.errors import UserError
-from mpsctl.search.graph import NodeKind, ShapeRecorder, classify, is_relu, shape_of
+from mpsctl.search.graph import (
+    NodeKind,
+    ShapeRecorder,
+    barrier_op,
+    call_args,
+    classify,
+    is_eval_identity,
+    is_relu,
+    permutation,
+    relu_bound,
+    shape_of,
+    slice_bounds,
+    spatial_mean,
+)
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
 from mpsctl.search.supernet import Supernet
 from mpsctl.version import __version__
@@ -44,13 +58,22 @@ FORMAT = "mpsctl-onnx/1"
 ELEM = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8, "int32": TensorProto.INT32,
         "int64": TensorProto.INT64, "uint64": TensorProto.UINT64, "float32": TensorProto.FLOAT}
 _IDENTITY_METHODS = {"contiguous", "clone", "flatten", "view", "reshape"}
-_RELU6 = (nn.ReLU6,)
 _MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d)
 _ADAPTIVE_MAXPOOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d)
 ADAPTIVE_AVGPOOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-_PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
-_PASS_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d}
+PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+_MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d}
+_ADAPTIVE_MAXPOOL_FUNCTIONS = {F.adaptive_max_pool1d, F.adaptive_max_pool2d}
+_MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                 "return_indices")
+_MAXPOOL_DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
+                     "return_indices": False}
+_AVGPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                 "divisor_override")
+_AVGPOOL_DEFAULTS = {"stride": None, "padding": 0, "ceil_mode": False,
+                     "count_include_pad": True, "divisor_override": None}
+PASS_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d}
 
 
 class OnnxExportError(UserError):
@@ -62,8 +85,10 @@ class Value:
     """What an fx node's output is in the ONNX graph.
 
     kind: ``float`` (real values), ``codes`` (uint8/int8 codes on ``grid``), ``int`` (an
-    int32 sum with real unit ``scale``; ``slot`` set when the unit is that slot's step) or
-    ``acc`` (a layer's int32 accumulator, one real unit per channel along ``axis``).
+    int32 sum with real unit ``scale``; ``slot`` set when the unit is that slot's step),
+    ``acc`` (a layer's int32 accumulator, one real unit per channel along ``axis``) or
+    ``lazy`` (element-wise functions ``fns`` of the codes in ``source``, not yet written:
+    the integer exporter turns them into one table look-up where they are consumed).
     """
 
     name: str
@@ -74,6 +99,8 @@ class Value:
     grid: ActGrid | None = None
     slot: ActivationSlot | None = None
     bound: float = 0.0
+    source: Value | None = None
+    fns: tuple = ()
 
 
 class Graph:
@@ -126,6 +153,11 @@ class GraphExporter:
     #: The ``--onnx-variant`` name, and whether activations travel as integer codes.
     variant = ""
     integer = False
+    #: The operator sets the graph imports; the widest codes the variant stores; whether
+    #: the runtimes it targets accumulate in int32 (then a possible overflow is refused).
+    opsets: tuple[tuple[str, int], ...] = (("", OPSET),)
+    max_code_bits = MAX_CODE_BITS
+    int32_accumulators = True
 
     def __init__(self, model: Supernet, example: Tensor) -> None:
         if not model.is_fixed:
@@ -172,17 +204,127 @@ class GraphExporter:
                 env[node] = self._value(node, args[0], kind)
             elif kind == NodeKind.CHANNEL:
                 env[node] = self._avgpool(node, args[0])
+            elif kind == NodeKind.CONCAT:
+                parts = call_args(node, ("tensors", "dim"), {})["tensors"]
+                env[node] = self._concat(node, [env[p] for p in parts])
             else:
-                raise self._unsupported(node)
+                env[node] = self._barrier(node, env)
         graph = helper.make_graph(self.g.nodes, "mpsctl", self.inputs, self.outputs,
                                   self.g.initializers)
         model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mpsctl"
+            graph, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets],
+            producer_name="mpsctl",
         )
         model.ir_version = IR_VERSION
         helper.set_model_props(model, self._metadata())
         onnx.checker.check_model(model)
         return model
+
+    # -- element-wise functions, data movement, products ------------------------------------
+    def _barrier(self, node: fx.Node, env: dict) -> Value:
+        """An op the converter left in float: an element-wise function, a move of data
+        (reshape, transpose, chunk), or a product; anything else is refused."""
+        op = barrier_op(node, self.modules)
+        if op is None:
+            raise self._unsupported(node)
+        kind, name = op
+        if kind == "elementwise":
+            return self._elementwise(node, env[node.all_input_nodes[0]], name)
+        if kind == "identity":
+            return env[node.all_input_nodes[0]]
+        if kind == "mul":
+            a, b = (env[n] for n in node.all_input_nodes)
+            return self._mul(node, a, b)
+        if kind == "slice":
+            return self._slice(node, env)
+        return self._move(node, env[node.all_input_nodes[0]], name)
+
+    def _elementwise(self, node: fx.Node, value: Value, name: str) -> Value:
+        """An element-wise function (activation, unfolded BatchNorm) of ``value``."""
+        raise NotImplementedError
+
+    def _mul(self, node: fx.Node, a: Value, b: Value) -> Value:
+        """An element-wise product (squeeze-and-excitation)."""
+        raise NotImplementedError
+
+    def _concat(self, node: fx.Node, parts: list[Value]) -> Value:
+        """A concatenation along the channel axis."""
+        raise NotImplementedError
+
+    def _float(self, value: Value, hint: str) -> Value:
+        """``value`` as real numbers (dequantized where it is integer)."""
+        if value.kind == "float":
+            return value
+        return Value(self._to_float(value, hint), "float", value.rank)
+
+    def _float_elementwise(self, node: fx.Node, x: str, name: str) -> str:
+        """The float ONNX ops of element-wise function ``name`` applied to ``x``."""
+        g, hint = self.g, node.name
+        if name == "batchnorm":
+            bn = self.modules[node.target]
+            with torch.no_grad():
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else (
+                    1 / torch.sqrt(bn.running_var + bn.eps))
+                shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
+            view = channel_shape(scale.numel(), len(shape_of(node)), 1)
+            mul = g.op("Mul", [x, g.const(f"{hint}/scale", scale.numpy().reshape(view))],
+                       f"{hint}/mul")
+            return g.op("Add", [mul, g.const(f"{hint}/shift", shift.numpy().reshape(view))],
+                        hint)
+        if name == "hardswish":
+            return g.op("HardSwish", [x], hint)
+        if name == "hardsigmoid":
+            return g.op("HardSigmoid", [x], hint, alpha=1.0 / 6, beta=0.5)
+        if name == "sigmoid":
+            return g.op("Sigmoid", [x], hint)
+        if name == "tanh":
+            return g.op("Tanh", [x], hint)
+        if name == "silu":
+            return g.op("Mul", [x, g.op("Sigmoid", [x], f"{hint}/sigmoid")], hint)
+        if name == "gelu":  # 0.5·x·(1 + erf(x/√2)); opset 17 has no Gelu
+            half = g.op("Mul", [x, g.const(f"{hint}/half", np.float32(0.5))], f"{hint}/half_x")
+            erf = g.op("Erf", [g.op("Mul", [x, g.const(f"{hint}/rsqrt2",
+                                                       np.float32(1 / np.sqrt(2)))],
+                                    f"{hint}/scaled")], f"{hint}/erf")
+            one = g.op("Add", [erf, g.const(f"{hint}/one", np.float32(1))], f"{hint}/one_erf")
+            return g.op("Mul", [half, one], hint)
+        raise self._unsupported(node)
+
+    def _move(self, node: fx.Node, value: Value, name: str) -> Value:
+        """Reshape / transpose of ``value``: codes stay codes on their grid."""
+        if value.kind == "acc" or (value.scale is not None and value.scale.size > 1):
+            value = self._float(value, f"{node.name}/float")
+        value = self._settle(node, value)
+        out_shape = shape_of(node)
+        if name == "reshape":
+            target = self.g.const(f"{node.name}/shape",
+                                  np.array([0, *out_shape[1:]], dtype=np.int64))
+            out = self.g.op("Reshape", [value.name, target], node.name)
+        else:
+            perm = permutation(node, value.rank)
+            if perm[0] != 0:
+                raise self._unsupported(node, "moves the batch axis")
+            out = self.g.op("Transpose", [value.name], node.name, perm=perm)
+        return Value(out, value.kind, len(out_shape), value.scale, 1, value.grid, value.slot,
+                     value.bound)
+
+    def _slice(self, node: fx.Node, env: dict) -> Value:
+        """``x.chunk(n, dim)[i]`` / ``x.split(size, dim)[i]``: one slice of ``x``."""
+        source = node.args[0]
+        value = env[source.all_input_nodes[0]]
+        value = self._settle(node, value)
+        start, end, axis = slice_bounds(node)
+        g, hint = self.g, node.name
+        out = g.op("Slice", [value.name, g.const(f"{hint}/start", np.array([start], np.int64)),
+                             g.const(f"{hint}/end", np.array([end], np.int64)),
+                             g.const(f"{hint}/axis", np.array([axis], np.int64))], hint)
+        return Value(out, value.kind, value.rank, value.scale, value.axis, value.grid,
+                     value.slot, value.bound)
+
+    def _settle(self, node: fx.Node, value: Value) -> Value:
+        """``value`` in a form that data can be moved in (the integer variant evaluates a
+        pending element-wise function here)."""
+        return value
 
     def _unsupported(self, node: fx.Node, why: str = "") -> OnnxExportError:
         if node.op == "call_module":
@@ -191,9 +333,9 @@ class GraphExporter:
             what = getattr(node.target, "__name__", str(node.target))
         reason = f": {why}" if why else ""
         return OnnxExportError(
-            f"op '{what}' (node {node.name}) cannot be exported as quantized ONNX{reason} "
-            f"(supported: conv/linear layers, activation quantizers, ReLU, max/avg pooling, "
-            f"flatten, residual add)"
+            f"op '{what}' (node {node.name}) cannot be exported as quantized ONNX{reason}; "
+            "replace it in the model by an op that the README's operation table lists for "
+            "this format"
         )
 
     def _input(self, node: fx.Node) -> Value:
@@ -230,10 +372,10 @@ class GraphExporter:
     def _slot(self, node: fx.Node, value: Value, slot: ActivationSlot,
               relu: bool = False) -> Value:
         grid = act_grid(slot)
-        if grid.bits > MAX_CODE_BITS:
+        if grid.bits > self.max_code_bits:
             raise IntegerExportError(
                 f"activation quantizer '{self.slot_names[id(slot)]}' has {grid.bits} bits; "
-                f"ONNX export stores codes as int8/uint8 (up to {MAX_CODE_BITS} bits)"
+                f"ONNX export stores codes as int8/uint8 (up to {self.max_code_bits} bits)"
             )
         return self._quantizer(node, value, slot, grid, relu)
 
@@ -262,8 +404,9 @@ class GraphExporter:
                 f"layer '{name}' does not read the codes of its own input quantizer "
                 "(an op between them that ONNX export cannot express)"
             )
-        il = integer_layer(name, layer)
-        il.check_overflow()
+        il = integer_layer(name, layer, self.max_code_bits)
+        if self.int32_accumulators:
+            il.check_overflow()
         rank = len(shape_of(node))
         out = self._write_layer(il, value, rank)
         bound = il.accumulator_bound()
@@ -303,19 +446,63 @@ class GraphExporter:
         if kind == NodeKind.FLATTEN:
             return self._flatten(node, value)
         if is_relu(node, self.modules):
-            six = isinstance(module, _RELU6) or node.target is F.relu6
-            if six and (value.kind not in ("float", "acc") and (
-                    value.grid is None or value.grid.high * value.grid.scale > 6.0 + 1e-6)):
-                raise self._unsupported(node, "ReLU6 cuts a quantized range that reaches above 6")
-            return self._relu(node.name, value, six)
+            bound = relu_bound(node, self.modules)
+            top = None if bound == float("inf") else bound
+            if top is not None and (value.kind not in ("float", "acc") and (
+                    value.grid is None or value.grid.high * value.grid.scale > top * (1 + 1e-6))):
+                raise self._unsupported(
+                    node, f"a ReLU bounded at {top:g} cuts a quantized range that reaches above it")
+            return self._relu(node.name, value, top)
         if isinstance(module, _MAXPOOLS):
             return self._maxpool(node, value, module)
+        if node.target in _MAXPOOL_FUNCTIONS:
+            return self._maxpool(node, value, SimpleNamespace(
+                **call_args(node, _MAXPOOL_ARGS, _MAXPOOL_DEFAULTS)))
         if isinstance(module, _ADAPTIVE_MAXPOOLS):
             return self._global_max(node, value, module.output_size)
-        if (isinstance(module, _PASS_MODULES) or node.target in _PASS_FUNCTIONS
+        if node.target in _ADAPTIVE_MAXPOOL_FUNCTIONS:
+            return self._global_max(node, value, call_args(node, ("input", "output_size"),
+                                                           {})["output_size"])
+        if isinstance(module, nn.modules.padding._ConstantPadNd) or node.target is F.pad:
+            pad = module.padding if module is not None else call_args(
+                node, ("input", "pad"), {})["pad"]
+            return self._zero_pad(node, value, pad)
+        if isinstance(module, nn.Upsample) or node.target is F.interpolate:
+            return self._nearest(node, value)
+        if (isinstance(module, PASS_MODULES) or node.target in PASS_FUNCTIONS
+                or is_eval_identity(node, self.modules)
                 or (node.op == "call_method" and node.target in _IDENTITY_METHODS)):
             return value
         raise self._unsupported(node)
+
+    def _zero_pad(self, node: fx.Node, value: Value, pad) -> Value:
+        """Zero padding of spatial axes: 0 is a code of every grid, and a real 0 in float."""
+        if value.kind == "acc":
+            value = Value(self._to_float(value, f"{node.name}/float"), "float", value.rank)
+        spatial = value.rank - 2
+        pad = ints(pad, 2 * spatial) if isinstance(pad, int) else [int(p) for p in pad]
+        pad = pad + [0] * (2 * spatial - len(pad))
+        # F.pad lists (begin, end) from the last axis backwards; ONNX all begins, then ends.
+        begins = [0, 0] + [pad[2 * (spatial - 1 - i)] for i in range(spatial)]
+        ends = [0, 0] + [pad[2 * (spatial - 1 - i) + 1] for i in range(spatial)]
+        pads = self.g.const(f"{node.name}/pads", np.array(begins + ends, dtype=np.int64))
+        out = self.g.op("Pad", [value.name, pads], node.name, mode="constant")
+        return Value(out, value.kind, value.rank, value.scale, value.axis, value.grid,
+                     value.slot, value.bound)
+
+    def _nearest(self, node: fx.Node, value: Value) -> Value:
+        """Nearest upsampling: each output picks input ``⌊i · in / out⌋`` (PyTorch's rule)."""
+        if value.kind == "acc":
+            value = Value(self._to_float(value, f"{node.name}/float"), "float", value.rank)
+        out_shape = shape_of(node)
+        batch = self.g.op("Shape", [value.name], f"{node.name}/batch", start=0, end=2)
+        full = self.g.op("Concat", [batch, self.g.const(
+            f"{node.name}/spatial", np.array(out_shape[2:], dtype=np.int64))],
+            f"{node.name}/size", axis=0)
+        out = self.g.op("Resize", [value.name, "", "", full], node.name, mode="nearest",
+                        coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return Value(out, value.kind, value.rank, value.scale, value.axis, value.grid,
+                     value.slot, value.bound)
 
     def _flatten(self, node: fx.Node, value: Value) -> Value:
         if value.kind == "acc" or (value.scale is not None and value.scale.size > 1):
@@ -324,12 +511,14 @@ class GraphExporter:
         return Value(out, value.kind, 2, value.scale, value.axis, value.grid, value.slot,
                       value.bound)
 
-    def _relu(self, name: str, value: Value, six: bool) -> Value:
+    def _relu(self, name: str, value: Value, top: float | None) -> Value:
+        """ReLU, or a ReLU bounded at ``top``; on codes of an unsigned grid that ends at or
+        below ``top`` (checked by the caller) it is a no-op."""
         if value.kind == "acc":
             value = Value(self._to_float(value, f"{name}/float"), "float", value.rank)
         if value.kind == "float":
-            if six:
-                lo, hi = np.float32(0), np.float32(6)
+            if top is not None:
+                lo, hi = np.float32(0), np.float32(top)
                 out = self.g.op("Clip", [value.name, self.g.const(f"{name}/lo", lo),
                                          self.g.const(f"{name}/hi", hi)], name)
             else:
@@ -380,7 +569,19 @@ class GraphExporter:
             if any(s != 1 for s in ints(size, spatial)):
                 raise self._unsupported(node, "adaptive average pooling to more than 1x1")
             window, attrs = int(np.prod(in_shape[2:])), None
-        elif isinstance(module, AVGPOOLS):
+        elif spatial_mean(node):
+            window, attrs = int(np.prod(in_shape[2:])), None
+            keep = call_args(node, ("input", "dim", "keepdim"), {"keepdim": False})["keepdim"]
+            out = self._average(node, value, window, attrs, in_shape)
+            if keep:
+                return out
+            flat = self.g.op("Flatten", [out.name], f"{node.name}/squeeze", axis=1)
+            return Value(flat, out.kind, 2, out.scale, out.axis, out.grid, out.slot, out.bound)
+        else:
+            if module is None and node.target in (F.avg_pool1d, F.avg_pool2d):
+                module = SimpleNamespace(**call_args(node, _AVGPOOL_ARGS, _AVGPOOL_DEFAULTS))
+            if not isinstance(module, (*AVGPOOLS, SimpleNamespace)):
+                raise self._unsupported(node)
             if module.ceil_mode or getattr(module, "divisor_override", None):
                 raise self._unsupported(node, "ceil_mode / divisor_override")
             kernel = ints(module.kernel_size, spatial)
@@ -391,8 +592,6 @@ class GraphExporter:
                            spatial)
             window = int(np.prod(kernel))
             attrs = {"kernel_shape": kernel, "strides": stride, "pads": pads + pads}
-        else:
-            raise self._unsupported(node)
         return self._average(node, value, window, attrs, in_shape)
 
     def _float_average(self, node: fx.Node, value: Value, attrs: dict | None) -> Value:

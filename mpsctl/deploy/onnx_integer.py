@@ -5,8 +5,11 @@ multiplier and a shift, int32 residual adds and pooling sums). See ``mpsctl.depl
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
-from torch import fx
+import torch
+from torch import fx, nn
 
 from mpsctl.deploy.integer import (
     INT32_MAX,
@@ -17,8 +20,17 @@ from mpsctl.deploy.integer import (
     act_grid,
     requantizer,
 )
-from mpsctl.deploy.onnx_graph import ELEM, GraphExporter, TensorProto, Value, channel_shape
-from mpsctl.search.graph import shape_of
+from mpsctl.deploy.onnx_graph import (
+    ELEM,
+    PASS_FUNCTIONS,
+    PASS_MODULES,
+    GraphExporter,
+    TensorProto,
+    Value,
+    channel_shape,
+)
+from mpsctl.quant.activation import act_scale
+from mpsctl.search.graph import is_relu, shape_of
 from mpsctl.search.layers import ActivationSlot
 
 
@@ -30,14 +42,16 @@ class IntegerExporter(GraphExporter):
 
     def _quantizer(self, node: fx.Node, value: Value, slot: ActivationSlot, grid: ActGrid,
                    relu: bool) -> Value:
+        if value.kind == "lazy":
+            return self._lut_slot(node, value, slot, grid, relu)
         out = self._integer_slot(node, value, slot)
         return self._folded_relu(node, out) if relu else out
 
     def _write_layer(self, il: IntegerLayer, value: Value, rank: int) -> Value:
         return self._integer_layer(il, value, rank)
 
-    def _average(self, node: fx.Node, value: Value, window: int, attrs: dict | None,
-                 in_shape: tuple[int, ...]) -> Value:
+    def _integer_average(self, node: fx.Node, value: Value, window: int, attrs: dict | None,
+                         in_shape: tuple[int, ...]) -> Value:
         """Average pooling as an integer sum; the quantizer after it divides (requantises)."""
         if value.kind in ("float", "acc"):
             return self._float_average(node, value, attrs)
@@ -153,7 +167,7 @@ class IntegerExporter(GraphExporter):
     def _folded_relu(self, node: fx.Node, value: Value) -> Value:
         """The ReLU of a quantizer call with ``relu=True``; the codes checked against the
         PyTorch model at this node are then the ones after it."""
-        out = self._relu(f"{node.name}/relu", value, six=False)
+        out = self._relu(f"{node.name}/relu", value, None)
         info = self.codes.get(value.name)
         if out.name != value.name and info is not None and info["node"] == node.name:
             self.codes[out.name] = self.codes.pop(value.name)
@@ -168,3 +182,162 @@ class IntegerExporter(GraphExporter):
                 if v.kind == "codes" else v.name for v in (a, b)]
         out = self.g.op("Add", wide, node.name)
         return Value(out, "int", a.rank, a.scale, slot=a.slot, bound=a.bound + b.bound)
+
+    # -- element-wise functions as tables, products, concatenation -----------------------------
+    def _elementwise(self, node: fx.Node, value: Value, name: str) -> Value:
+        """Deferred: the functions are composed until a consumer needs the result, then
+        evaluated once for every input code (see :meth:`_table`)."""
+        if value.kind == "lazy":
+            return replace(value, name=node.name, fns=value.fns + (node,))
+        if value.kind == "codes" and value.grid is not None and value.slot is not None:
+            return Value(node.name, "lazy", value.rank, source=value, fns=(node,))
+        if value.kind in ("float", "acc"):  # after the last layer: plain float ops
+            x = self._float(value, f"{node.name}/float")
+            return Value(self._float_elementwise(node, x.name, name), "float", value.rank)
+        raise self._unsupported(node, "an element-wise function of an unquantized sum")
+
+    def _value(self, node: fx.Node, value: Value, kind: str) -> Value:
+        if value is not None and value.kind == "lazy":
+            module = self.modules.get(node.target) if node.op == "call_module" else None
+            if is_relu(node, self.modules):
+                return replace(value, name=node.name, fns=value.fns + (node,))
+            if isinstance(module, PASS_MODULES) or node.target in PASS_FUNCTIONS:
+                return value
+            value = self._settle(node, value)
+        return super()._value(node, value, kind)
+
+    def _average(self, node: fx.Node, value: Value, window: int, attrs: dict | None,
+                 in_shape: tuple[int, ...]) -> Value:
+        return self._integer_average(node, self._settle(node, value), window, attrs, in_shape)
+
+    def _table(self, value: Value) -> torch.Tensor:
+        """The real output of ``value.fns`` for every code of the source grid, computed with
+        the model's own float32 operations: ``(channels, codes)``, channels 1 unless a
+        function differs per channel (BatchNorm)."""
+        source = value.source
+        grid, slot = source.grid, source.slot
+        quantizer = slot.quantizer
+        step = act_scale(quantizer._clip().detach().float(), grid.bits, grid.signed)
+        codes = torch.arange(grid.low, grid.high + 1, dtype=torch.float32)
+        per_channel = any(isinstance(self.modules.get(n.target), nn.modules.batchnorm._BatchNorm)
+                          for n in value.fns if n.op == "call_module")
+        channels = shape_of(value.fns[0])[1] if per_channel else 1
+        x = (codes * step).reshape((-1, 1) + (1,) * (source.rank - 2))
+        x = x.expand((-1, channels) + (1,) * (source.rank - 2)).contiguous()
+        with torch.no_grad():
+            for n in value.fns:
+                x = self._call(n, x)
+        return x.reshape(codes.numel(), channels).T.contiguous()
+
+    def _call(self, node: fx.Node, x: torch.Tensor) -> torch.Tensor:
+        """Run one element-wise node of the model on ``x`` (its other arguments are
+        constants: the converter's barrier_op admits no second tensor)."""
+        rest = list(node.args[1:])
+        if node.op == "call_module":
+            return self.modules[node.target](x)
+        if node.op == "call_function":
+            return node.target(x, *rest, **node.kwargs)
+        return getattr(x, node.target)(*rest, **node.kwargs)
+
+    def _gather(self, value: Value, table: np.ndarray, hint: str) -> str:
+        """``table[c, code − low]`` for every element of ``value.source`` (channel axis 1)."""
+        source, g = value.source, self.g
+        idx = g.op("Cast", [source.name], f"{hint}/index", to=TensorProto.INT64)
+        if source.grid.low:
+            idx = g.op("Sub", [idx, g.const(f"{hint}/low", np.int64(source.grid.low))],
+                       f"{hint}/from_zero")
+        channels, width = table.shape
+        if channels > 1:
+            offsets = (np.arange(channels, dtype=np.int64) * width).reshape(
+                channel_shape(channels, source.rank, 1))
+            idx = g.op("Add", [idx, g.const(f"{hint}/row", offsets)], f"{hint}/row_index")
+        return g.op("Gather", [g.const(f"{hint}/table", table.reshape(-1)), idx], hint, axis=0)
+
+    def _lut_slot(self, node: fx.Node, value: Value, slot: ActivationSlot, grid: ActGrid,
+                  relu: bool) -> Value:
+        """A quantizer after element-wise functions of codes: one look-up table from the
+        input code to the output code, exactly what the fake-quant model computes."""
+        quantizer = slot.quantizer
+        with torch.no_grad():
+            out = quantizer.fixed(self._table(value), int(slot.choice.assignment()))
+            if relu:
+                out = torch.relu(out)
+            step = act_scale(quantizer._clip().detach().float(), grid.bits, grid.signed)
+            codes = torch.round(out / step).numpy().astype(grid.storage)
+        name = self._gather(value, codes, node.name)
+        key = self.slot_names[id(slot)]
+        info = {"slot": key, "storage": grid.storage, **grid.describe()}
+        self.codes[name] = {"node": node.name, **info}
+        self.tensors[name] = {"role": "activation", "table": value.source.name, **info}
+        return Value(name, "codes", value.rank, np.array([grid.scale]), grid=grid, slot=slot,
+                     bound=float(max(-grid.low, grid.high)))
+
+    def _settle(self, node: fx.Node | None, value: Value, hint: str | None = None) -> Value:
+        """A pending element-wise value read by something other than a quantizer: a table
+        of int32 values in a fine fixed-point unit (2^15 steps for the largest magnitude,
+        so rounding moves a value by at most 2^-16 of the table's range)."""
+        if value is None or value.kind != "lazy":
+            return value
+        table = self._table(value).double().numpy()
+        peak = float(np.abs(table).max())
+        unit = peak / 2**15 if peak > 0 else 1.0
+        ints = np.round(table / unit).astype(np.int32)
+        name = self._gather(value, ints, f"{hint or node.name}/fixed")
+        return Value(name, "int", value.rank, np.array([unit]),
+                     bound=float(np.abs(ints).max(initial=0)))
+
+    def _to_float(self, value: Value, hint: str) -> str:
+        if value.kind == "lazy":
+            value = self._settle(None, value, hint)
+        return super()._to_float(value, hint)
+
+    def _as_int(self, node: fx.Node, value: Value) -> Value:
+        """Codes or a pending table as an int32 value with one real unit (per tensor)."""
+        value = self._settle(node, value)
+        if value.kind == "codes":
+            wide = self.g.op("Cast", [value.name], f"{node.name}/wide", to=TensorProto.INT32)
+            return Value(wide, "int", value.rank, value.scale, bound=value.bound)
+        if value.kind != "int" or value.scale.size > 1:
+            raise self._unsupported(node, "a product of unquantized values")
+        return value
+
+    def _mul(self, node: fx.Node, a: Value, b: Value) -> Value:
+        """An int32 product; its unit is the product of the units (requantised after)."""
+        a, b = self._as_int(node, a), self._as_int(node, b)
+        bound = a.bound * b.bound
+        if bound > INT32_MAX:
+            raise IntegerOverflowError(
+                f"product '{node.name}' of values up to {a.bound:g} and {b.bound:g} can "
+                "overflow int32"
+            )
+        out = self.g.op("Mul", [a.name, b.name], node.name)
+        return Value(out, "int", max(a.rank, b.rank), a.scale * b.scale, bound=bound)
+
+    def _concat(self, node: fx.Node, parts: list[Value]) -> Value:
+        """Codes on the concatenation's own (shared) grid; a part on another grid is
+        requantised to it first, which is what quantizing the joined tensor does."""
+        users = list(node.users)
+        slot = self.modules.get(str(users[0].target)) if len(users) == 1 else None
+        rank = len(shape_of(node))
+        if not isinstance(slot, ActivationSlot):
+            floats = [self._float(p, f"{node.name}/part{i}").name for i, p in enumerate(parts)]
+            return Value(self.g.op("Concat", floats, node.name, axis=1), "float", rank)
+        grid = act_grid(slot)
+        names = []
+        for i, part in enumerate(parts):
+            part = self._settle(node, part)
+            hint = f"{node.name}/part{i}"
+            if part.kind == "codes" and part.slot is slot:
+                names.append(part.name)
+            elif part.kind == "float":
+                names.append(self._quantize_float(part.name, grid, hint))
+            else:
+                if part.kind == "codes":
+                    part = self._as_int(node, part)
+                names.append(self._requantize(part, grid, part.rank, hint)[0])
+        out = self.g.op("Concat", names, node.name, axis=1)
+        info = {"slot": self.slot_names[id(slot)], "storage": grid.storage, **grid.describe()}
+        self.codes[out] = {"node": users[0].name, **info}  # what its quantizer outputs
+        self.tensors[out] = {"role": "activation", **info}
+        return Value(out, "codes", rank, np.array([grid.scale]), grid=grid, slot=slot,
+                     bound=float(max(-grid.low, grid.high)))

@@ -1,7 +1,8 @@
 """PACT activation fake-quantization: fixed precision and the mixture over candidate precisions.
 
 Both are autograd functions that save only the input (and the clip), so a mixture over n
-precisions keeps one tensor alive for backward instead of n copies (SPEC §2.2, differs).
+precisions keeps one tensor alive for backward instead of n copies
+(docs/algorithm.md#effective-tensors).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _pact_backward(
 
 
 class PACTQuantize(torch.autograd.Function):
-    """Fixed-precision PACT with the straight-through rules of SPEC §1.1."""
+    """Fixed-precision PACT with straight-through rules (docs/algorithm.md#activations-pact)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, clip: Tensor, bits: int, signed: bool) -> Tensor:

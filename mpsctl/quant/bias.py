@@ -1,4 +1,7 @@
-"""32-bit bias fake-quantization with the scale tied to input and weight scales (SPEC §1.3)."""
+"""32-bit bias fake-quantization with the scale tied to input and weight scales.
+
+See docs/algorithm.md#bias.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The PACT activation grid, in one place: code range, step, and the flooring margin.
 
 Every path that turns activations into codes (the fake-quant forward, the fused and eager
-mixture bodies, the integer ONNX export) uses these, so they agree to the last code.
+mixture bodies, the integer ONNX export) uses these, so they agree to the last code. The
+formulas: docs/algorithm.md#the-integer-grid.
 """
 
 from __future__ import annotations

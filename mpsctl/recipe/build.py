@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mpsctl.cost.base import CostModel
-from mpsctl.data import DataBundle, build_datasets, make_loaders
+from mpsctl.data import DataBundle, build_datasets, make_eval_loader, make_loaders
 from mpsctl.errors import RecipeError, UserError
 from mpsctl.models.registry import build_model
 from mpsctl.recipe.schema import Recipe
@@ -76,12 +76,15 @@ def datasets(recipe: Recipe) -> DataBundle:
 
 @dataclass
 class Loaders:
+    """Training, validation (selection) and held-out test (reporting only) loaders."""
+
     train: torch.utils.data.DataLoader
     val: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader | None = None
 
 
 def loaders(recipe: Recipe, bundle: DataBundle) -> Loaders:
-    """Train/val loaders; under torchrun each process reads its own shard."""
+    """Train/val/test loaders; under torchrun each process reads its own shard."""
     ctx = distributed.context()
     batch = recipe.data.batch_size
     if recipe.data.global_batch_size is not None:
@@ -91,8 +94,19 @@ def loaders(recipe: Recipe, bundle: DataBundle) -> Loaders:
                 f"the {ctx.world_size} processes (pick a multiple)"
             )
         batch = recipe.data.global_batch_size // ctx.world_size
-    train, val = make_loaders(bundle, batch, recipe.seed, recipe.data.num_workers, ctx.enabled)
-    return Loaders(train, val)
+    workers = recipe.data.num_workers
+    train, val = make_loaders(bundle, batch, recipe.seed, workers, ctx.enabled)
+    test = None
+    if bundle.test is not None:
+        test = make_eval_loader(bundle.test, batch, workers, ctx.enabled)
+    return Loaders(train, val, test)
+
+
+def eval_loader(recipe: Recipe, dataset) -> torch.utils.data.DataLoader:
+    """An unshuffled loader over ``dataset`` with the recipe's batch size and workers."""
+
+    ctx = distributed.context()
+    return make_eval_loader(dataset, recipe.data.batch_size, recipe.data.num_workers, ctx.enabled)
 
 
 def example_input(input_shape: tuple[int, ...]) -> torch.Tensor:
@@ -100,15 +114,57 @@ def example_input(input_shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def check_classes(model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> None:
-    """A model whose output width differs from the data's classes fails here, not mid-epoch."""
+    """A model that cannot take the data's samples, or whose output width differs from the
+    data's classes, fails here with one line, not mid-epoch."""
     model.eval()
-    with torch.no_grad():
-        out = model(example_input(input_shape))
+    try:
+        with torch.no_grad():
+            out = model(example_input(input_shape))
+    except Exception as exc:  # shape errors surface as RuntimeError, ValueError, IndexError...
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise UserError(
+            f"model: cannot take the data's samples of shape {list(input_shape)} "
+            f"({type(exc).__name__}: {reason}); make the model's input size match the data "
+            "(e.g. model.in_channels) or fix the data (data.shape for fake data)"
+        ) from None
+    if not isinstance(out, torch.Tensor):
+        raise UserError(
+            f"model: returns {type(out).__name__}, not a tensor of class scores; make "
+            "forward() return the logits [batch, num_classes]"
+        )
     if out.dim() != 2 or out.shape[1] != num_classes:
         raise UserError(
             f"model.num_classes: the model outputs shape {tuple(out.shape)} but the data has "
             f"{num_classes} classes (set model.num_classes: {num_classes})"
         )
+
+
+def input_range_warnings(recipe: Recipe, bundle: DataBundle, samples: int = 256) -> list[str]:
+    """Warnings when the training inputs fall outside what the input quantizer keeps.
+
+    The network input is quantized on ``[0, input_clip]`` (``[-clip, clip]`` when signed);
+    the clip is learned but starts at ``input_clip``. Up to ``samples`` evenly spaced
+    training samples are read (never the loader, whose shuffle order must not move).
+    """
+    s = recipe.search
+    n = len(bundle.train)
+    picks = sorted({round(i * (n - 1) / max(samples - 1, 1)) for i in range(min(samples, n))})
+    values = torch.stack([bundle.train[i][0] for i in picks])
+    low, high = float(values.min()), float(values.max())
+    found = []
+    if low < 0 and not s.input_signed:
+        found.append(
+            f"search.input_signed: the training inputs go down to {low:.3g} but the input "
+            "quantizer is unsigned and clips them to 0; set search.input_signed: true (and "
+            f"search.input_clip near {max(abs(low), high):.3g})"
+        )
+    elif max(abs(low), high) > 4 * s.input_clip:
+        found.append(
+            f"search.input_clip: the training inputs reach {max(abs(low), high):.3g} but the "
+            f"input quantizer starts clipping at {s.input_clip:g}; set search.input_clip near "
+            "their range, or normalise the data"
+        )
+    return found
 
 
 def constants_path(recipe: Recipe, cost: str) -> str | None:

@@ -14,9 +14,10 @@ from pydantic import ValidationError
 from mpsctl.errors import RecipeError
 from mpsctl.recipe.errors import describe_errors, format_path, problems_error, show
 from mpsctl.recipe.schema import Recipe
+from mpsctl.resources import bundled_dir
 
 #: Shared fragments (targets, precision presets, training defaults) a recipe can include.
-CONFIGS_DIR = Path(__file__).parents[2] / "configs"
+CONFIGS_DIR = bundled_dir("configs")
 
 INCLUDE_KEY = "include"
 
@@ -192,7 +193,7 @@ def _expand_includes(
 
 
 def _find_include(name: str, base_dir: Path, source: str) -> Path:
-    """Look beside the including file first, then in the project's ``configs/`` folder."""
+    """Look beside the including file first, then in the shipped ``configs/`` folder."""
     folders = [base_dir, CONFIGS_DIR]
     spellings = [name] if Path(name).suffix else [name, f"{name}.yaml"]
     for folder in folders:

@@ -11,7 +11,7 @@ import inspect
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,9 @@ from pydantic_core import PydanticCustomError
 
 from mpsctl.recipe.errors import PROBLEMS, format_path
 from mpsctl.registry import closest
+
+if TYPE_CHECKING:
+    from mpsctl.search.budget import Budget
 
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -156,13 +159,20 @@ _DATA_OPTIONS = (
     "num_classes",
     "size",
     "val_size",
+    "test_size",
     "val_fraction",
     "image_size",
 )
 
 
-class DataConfig(Section):
-    """Dataset name, loader settings and the options passed to the dataset factory."""
+class DataConfig(BaseModel):
+    """Dataset name, loader settings and the options passed to the dataset factory.
+
+    The built-in options are typed here; any other key is passed to the dataset factory,
+    whose signature decides whether it exists (checked before any training).
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     name: str = "mnist5k"
     batch_size: PositiveInt = 64
@@ -174,23 +184,34 @@ class DataConfig(Section):
     num_classes: PositiveInt | None = None
     size: PositiveInt | None = None
     val_size: NonNegativeInt | None = None
+    test_size: NonNegativeInt | None = None
     val_fraction: Annotated[float, Strict(), Field(gt=0, lt=1)] | None = None
     image_size: PositiveInt | None = None
 
     def options(self) -> dict[str, Any]:
         """Dataset options that were set; ``download`` only when true (not every set has it)."""
         found = {key: getattr(self, key) for key in _DATA_OPTIONS}
-        return {key: value for key, value in found.items() if value not in (None, False)}
+        found = {key: value for key, value in found.items() if value not in (None, False)}
+        return {**found, **(self.model_extra or {})}
 
 
 class ScheduleConfig(Section):
-    """Learning-rate schedule stepped once per epoch."""
+    """Learning-rate schedule; ``warmup_epochs`` of linear warm-up come first."""
 
     name: Literal["none", "cosine", "step", "onecycle"] = "none"
     step_size: PositiveInt = 10
     gamma: PositiveFloat = 0.1
     max_lr: PositiveFloat | None = None
+    #: Epochs of linear warm-up (lr/W → lr over the W warm-up batches) before ``name`` runs
+    #: over the remaining epochs; not with onecycle, which warms up itself.
     warmup_epochs: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _warmup_allowed(self) -> ScheduleConfig:
+        if self.warmup_epochs and self.name == "onecycle":
+            raise problems([(("warmup_epochs",), "onecycle has its own warm-up (set "
+                             "warmup_epochs: 0, or use cosine, step or none)")])
+        return self
 
 
 class OptimizerConfig(Section):
@@ -294,6 +315,9 @@ class SearchConfig(Section):
     #: Relative paths are read from the recipe's folder. (Before ``cost``: its check needs it.)
     targets: dict[str, str] = {}
     cost: dict[str, NonNegativeFloat] = {}
+    #: Upper bounds on costs (``params_bit: 24KiB``, ``ne16: 60k``, ``10%``): the strength
+    #: of each adapts during the search and the exported model is projected under them.
+    budget: dict[str, Any] = {}
     epochs: NonNegativeInt = 1
     temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
     optimizer: OptimizerConfig = _optimizer(1e-3)
@@ -373,6 +397,37 @@ class SearchConfig(Section):
             raise problems(found)
         return cost
 
+    @field_validator("budget")
+    @classmethod
+    def _valid_budgets(cls, budget: dict[str, Any]) -> dict[str, Any]:
+        from mpsctl.recipe.budget import parse_budget
+
+        names = known_costs()
+        found: list[Problem] = []
+        for name, value in budget.items():
+            if name not in names:
+                guess = closest(name, names)
+                hint = f"did you mean '{guess}'? " if guess else ""
+                found.append(((name,), f"unknown cost model ({hint}available: {', '.join(names)})"))
+                continue
+            try:
+                parse_budget(name, value)
+            except ValueError as exc:
+                found.append(((name,), str(exc)))
+        if found:
+            raise problems(found)
+        return budget
+
+    def budgets(self) -> dict[str, Budget]:
+        """The parsed budgets, ``{cost: Budget}``."""
+        from mpsctl.recipe.budget import parse_budget
+
+        return {name: parse_budget(name, value) for name, value in self.budget.items()}
+
+    def objective_costs(self) -> list[str]:
+        """Costs the search optimises: those with a strength, then those with a budget."""
+        return list(self.cost) + [c for c in self.budget if c not in self.cost]
+
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:
         found = self._pruning_problems() + self._target_problems()
@@ -393,9 +448,9 @@ class SearchConfig(Section):
         return found
 
     def _target_problems(self) -> list[Problem]:
-        """Activation precisions a hardware target in ``cost`` cannot run."""
+        """Activation precisions a hardware target in ``cost`` or ``budget`` cannot run."""
         found: list[Problem] = []
-        for cost in self.cost:
+        for cost in self.objective_costs():
             allowed = required_act_bits(cost)
             if allowed is None:
                 continue
@@ -416,6 +471,14 @@ class FinetuneConfig(Section):
     optimizer: OptimizerConfig = _optimizer(1e-4)
 
 
+class LogConfig(Section):
+    """Run tracking. ``runs/<name>/metrics.jsonl`` is always written (one line per epoch);
+    ``tensorboard: true`` also writes TensorBoard event files under ``runs/<name>/tb/``
+    (needs the ``tensorboard`` package: ``pip install 'mpsctl[log]'``)."""
+
+    tensorboard: Bool = False
+
+
 class Recipe(Section):
     """One run, end to end: model, data, warm-up, search and fine-tuning."""
 
@@ -432,6 +495,7 @@ class Recipe(Section):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
     @field_validator("name")
     @classmethod

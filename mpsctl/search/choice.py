@@ -1,8 +1,9 @@
-"""A learnable choice among candidate precisions, per layer or per output channel (SPEC §2.1).
+"""A learnable choice among candidate precisions, per layer or per output channel.
 
 Logits ``α`` start at ``p_i / max(p)``; ``θ = softmax(α / T)`` in training (optionally with
 Gumbel noise, or the straight-through one-hot of the argmax in hard mode), the argmax in eval
 mode. A choice can be frozen at an assignment: then it has no logits and θ is that one-hot.
+See docs/algorithm.md#precision-choices.
 """
 
 from __future__ import annotations
@@ -75,10 +76,21 @@ class PrecisionChoice(nn.Module):
             alive = index != 0
             missing = keep - int(alive.sum())
             if missing > 0:
-                mass = self.soft_theta()[1:].sum(0).masked_fill(alive, -1.0)
-                revive = mass.topk(missing).indices
+                revive = self._most_alive(alive)[:missing]
                 index[revive] = self.alpha[1:, revive].argmax(dim=0) + 1
             return index
+
+    def _most_alive(self, alive: Tensor) -> Tensor:
+        """Pruned channels by decreasing non-zero mass ``Σ_{p≠0} θ_p``, ties to the lower index.
+
+        The mass is ranked by its logarithm in float64: when the 0-bit logit dominates,
+        ``softmax`` underflows to exact zeros in float32 and every channel ties, so a float32
+        and a float64 copy of one model (the export check) would revive different channels.
+        """
+        logits = self.alpha.detach().double() / self.temperature
+        log_mass = torch.logsumexp(logits[1:], 0) - torch.logsumexp(logits, 0)
+        log_mass = log_mass.masked_fill(alive, float("-inf"))
+        return torch.sort(log_mass, descending=True, stable=True).indices
 
     def one_hot(self, index: Tensor | None = None) -> Tensor:
         """θ of an assignment, precision axis first: ``(n,)`` or ``(n, channels)``."""

@@ -1,10 +1,11 @@
-"""Turn a float model into a searchable supernet with torch.fx (SPEC §2.4).
+"""Turn a float model into a searchable supernet with torch.fx (docs/algorithm.md#graph-conversion).
 
 Steps: trace a deep copy; record shapes on an example input; refuse layers that cannot be
 searched; fold BatchNorm into the conv/linear before it; replace Conv1d/Conv2d/Linear with
 searchable layers; put an activation quantizer after the input, after every layer (but the
-ones feeding the output) and after every add, sharing one quantizer (and one weight choice)
-between add partners and between a depthwise conv and its producer; decide which weight
+ones feeding the output) and after every add and channel concatenation, sharing one quantizer
+between add or concatenation partners (and one weight choice between add partners) and
+between a depthwise conv and its producer; decide which weight
 choices may prune channels and where each layer's input channels come from.
 """
 
@@ -20,6 +21,7 @@ from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
 from mpsctl.errors import ConversionError
 from mpsctl.quant.fused import use_compiled
 from mpsctl.quant.modules import make_activation_quantizer, make_weight_quantizer
+from mpsctl.registry import did_you_mean
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.graph import (
     NodeKind,
@@ -28,6 +30,7 @@ from mpsctl.search.graph import (
     flatten_factor,
     is_relu,
     module_path,
+    relu_bound,
     shape_of,
 )
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
@@ -153,17 +156,58 @@ class _Converter:
                     f"layer '{node.target}' ({type(module).__name__}) is not supported by the "
                     "search (add it to search.exclude to keep it in float)"
                 )
+        self._check_exclude_patterns()
+
+    def _check_exclude_patterns(self) -> None:
+        """Every ``exclude`` entry must name a module or a layer type of this model."""
+        modules = [(str(n.target), self.modules[n.target]) for n in self.gm.graph.nodes
+                   if n.op == "call_module"]
+        layers = [name for name, m in modules if isinstance(m, SEARCHABLE)]
+        for index, pattern in enumerate(self.space.exclude):
+            if not any(SearchSpace(exclude=(pattern,)).excludes(n, m) for n, m in modules):
+                raise ConversionError(
+                    f"search.exclude[{index}]: {pattern!r} matches no layer of the model"
+                    f"{did_you_mean(pattern, layers)}; remove it or use one of: {_listing(layers)}"
+                )
+
+    def _check_override_patterns(self, layer_nodes, add_nodes, pre_quantized) -> None:
+        """Every ``layers`` pattern must match a name the search looks up: a layer, an add,
+        the network ``input`` or a layer's ``<name>.input`` quantizer."""
+        names = [str(n.target) for n in layer_nodes] + [n.name for n in add_nodes]
+        names += ["input"] + [f"{n.target}.input" for n in pre_quantized]
+        for override in self.space.overrides:
+            if not any(override.matches(name) for name in names):
+                raise ConversionError(
+                    f"search.layers[{override.pattern}]: matches no layer of the model"
+                    f"{did_you_mean(override.pattern, names)}; remove it or use one of: "
+                    f"{_listing(names)}"
+                )
 
     @staticmethod
     def _check_padding(node: fx.Node, module: nn.Module) -> None:
+        """Only zero padding; ``'same'`` / ``'valid'`` become the explicit padding they
+        stand for (on the traced copy), which is symmetric unless a kernel is even."""
         if isinstance(module, nn.Linear):
             return
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+        if module.padding_mode != "zeros":
             raise ConversionError(
-                f"layer '{node.target}' ({type(module).__name__}) uses padding "
-                f"{module.padding!r}/{module.padding_mode!r}; only explicit zero padding is "
-                "supported (or add it to search.exclude)"
+                f"layer '{node.target}' ({type(module).__name__}) uses padding mode "
+                f"{module.padding_mode!r}; only zero padding is supported (or add it to "
+                "search.exclude)"
             )
+        if module.padding == "valid":
+            module.padding = (0,) * len(module.kernel_size)
+        elif module.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size,
+                                                   strict=True)]
+            if any(t % 2 for t in totals):
+                raise ConversionError(
+                    f"layer '{node.target}' ({type(module).__name__}) uses padding='same' "
+                    f"with kernel {tuple(module.kernel_size)}: that pads one side more than "
+                    "the other; use an odd kernel or explicit padding (or add it to "
+                    "search.exclude)"
+                )
+            module.padding = tuple(t // 2 for t in totals)
 
     def fold_batchnorms(self) -> None:
         graph = self.gm.graph
@@ -190,7 +234,7 @@ class _Converter:
         """The quantizer-owning node whose output reaches ``node`` through value ops only."""
         while True:
             k = self.kind(node)
-            if k in (NodeKind.INPUT, NodeKind.LAYER, NodeKind.ADD):
+            if k in (NodeKind.INPUT, NodeKind.LAYER, NodeKind.ADD, NodeKind.CONCAT):
                 return node
             if k in (NodeKind.VALUE, NodeKind.FLATTEN):
                 node = node.all_input_nodes[0]
@@ -236,12 +280,13 @@ class _Converter:
         order = {n: i for i, n in enumerate(nodes)}
         layer_nodes = [n for n in nodes if self.kind(n) == NodeKind.LAYER]
         add_nodes = [n for n in nodes if self.kind(n) == NodeKind.ADD]
+        cat_nodes = [n for n in nodes if self.kind(n) == NodeKind.CONCAT]
         inputs = [n for n in nodes if n.op == "placeholder" and shape_of(n) is not None]
         final = {n for n in layer_nodes if self.reaches_output(n)}
 
         # Activation quantizer slots and their sharing.
         slots = _UnionFind(order)
-        owners = [n for n in inputs + layer_nodes + add_nodes if n not in final]
+        owners = [n for n in inputs + layer_nodes + add_nodes + cat_nodes if n not in final]
         for n in owners:
             slots.find(n)
         pre_quantized: list[fx.Node] = []
@@ -251,11 +296,14 @@ class _Converter:
                 pre_quantized.append(n)
             elif self._is_depthwise(n) and n not in final:
                 slots.union(n, src)
-        for n in add_nodes:
+        # A concatenation shares its quantizer with its inputs like an add, so that its
+        # parts are codes on one grid (an input computed in float is quantized to it).
+        for n in add_nodes + cat_nodes:
             for arg in n.all_input_nodes:
                 src = self.value_source(arg)
                 if src is not None and src not in final:
                     slots.union(n, src)
+        self._check_override_patterns(layer_nodes, add_nodes, pre_quantized)
 
         # Weight choices and their sharing; which groups may prune.
         weights = _UnionFind(order)
@@ -281,7 +329,7 @@ class _Converter:
                 src, _ = self.channel_sources(n.args[0])
                 no_prune.add(src)
         for n in nodes:
-            if self.kind(n) in (NodeKind.BARRIER, NodeKind.OUTPUT):
+            if self.kind(n) in (NodeKind.BARRIER, NodeKind.OUTPUT, NodeKind.CONCAT):
                 for arg in n.all_input_nodes:
                     if shape_of(arg) is not None:
                         no_prune.add(self.channel_sources(arg)[0])
@@ -368,7 +416,9 @@ class _Converter:
                 self.space.act_bits_for, "act_bits",
             )
             signed = any(self._needs_signed(m) for m in members)
-            modules[leader] = self._slot(leader, bits, signed)
+            bounds = [self._bound_after(m) for m in members]
+            clip_max = None if None in bounds else max(bounds)
+            modules[leader] = self._slot(leader, bits, signed, clip_max=clip_max)
         for n in pre_quantized:
             bits, _ = self.space.act_bits_for(f"{n.target}.input")
             signed = not self._relu_upstream(n.args[0])
@@ -377,7 +427,9 @@ class _Converter:
             pre[n] = self._slot(n, bits, signed, pre=True)
         return modules, pre
 
-    def _slot(self, node: fx.Node, bits, signed: bool, pre: bool = False) -> ActivationSlot:
+    def _slot(
+        self, node: fx.Node, bits, signed: bool, pre: bool = False, clip_max: float | None = None
+    ) -> ActivationSlot:
         is_input = node.op == "placeholder"
         name = "input" if is_input else str(node.target if node.op == "call_module" else node)
         if pre:
@@ -385,6 +437,8 @@ class _Converter:
         kind, options = self.space.act_quantizer_for(name)
         clip = self.space.input_clip if is_input else self.space.act_clip
         options = {"clip": clip, **options}
+        if clip_max is not None:
+            options["clip_max"] = clip_max
         try:
             quantizer = make_activation_quantizer(kind, bits, signed=signed,
                                                   compiled=self.compiled, **options)
@@ -392,9 +446,20 @@ class _Converter:
             raise ConversionError(f"search.layers[{name}]: {exc}") from None
         return ActivationSlot(quantizer, PrecisionChoice(bits))
 
+    def _bound_after(self, node: fx.Node) -> float | None:
+        """The largest upper end of the bounded ReLUs (ReLU6, Hardtanh(0, m)) that are the
+        only consumers of ``node``; None if any consumer is unbounded or no ReLU."""
+        if node.op == "placeholder" or not self.follows_relu_only(node):
+            return None
+        bound = max(relu_bound(u, self.modules) for u in node.users)
+        return None if bound == float("inf") else bound
+
     def _needs_signed(self, node: fx.Node) -> bool:
         if node.op == "placeholder":
             return self.space.input_signed
+        if self.kind(node) == NodeKind.CONCAT:  # non-negative when every part is
+            return not (self.follows_relu_only(node) or all(
+                self._relu_upstream(p) for p in node.all_input_nodes))
         return not self.follows_relu_only(node)
 
     def _relu_upstream(self, node: fx.Node) -> bool:
@@ -477,7 +542,8 @@ class _Converter:
         """A ReLU right after an unsigned quantizer changes nothing (its input is ≥ 0 by
         construction), so it is removed; one right after a signed quantizer that feeds only
         it is folded into the quantizer call (``relu=True``). Either way one pass forward and
-        one backward are saved per ReLU."""
+        one backward are saved per ReLU. A bounded ReLU (ReLU6, Hardtanh(0, m)) goes too after
+        an unsigned quantizer whose clip is bounded by ``m``: it could cut nothing."""
         graph = self.gm.graph
         for node in list(graph.nodes):
             if not (node.op == "call_module" and self.kind(node) == NodeKind.QUANT):
@@ -485,11 +551,17 @@ class _Converter:
             signed = self.modules[str(node.target)].quantizer.signed
             users = list(node.users)
             for user in users:
-                plain_relu = is_relu(user, self.modules) and not _is_relu6(user, self.modules)
-                if not (plain_relu and user.all_input_nodes == [node]
-                        and set(user.kwargs) <= {"inplace"}):
+                bound = relu_bound(user, self.modules)
+                if bound is None or user.all_input_nodes != [node] or not (
+                        set(user.kwargs) <= {"inplace", "min_val", "max_val"}):
                     continue
-                if signed:
+                if bound != float("inf"):
+                    # A bounded ReLU is a no-op only after an unsigned quantizer whose clip
+                    # cannot exceed its bound (then it goes; else it stays).
+                    limit = getattr(self.modules[str(node.target)].quantizer, "clip_max", None)
+                    if signed or limit is None or limit > bound:
+                        continue
+                elif signed:
                     if len(users) != 1:
                         continue
                     node.kwargs = {**node.kwargs, "relu": True}
@@ -504,10 +576,9 @@ class _Converter:
         return self.modules[str(src.target)]
 
 
-def _is_relu6(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), nn.ReLU6)
-    return node.op == "call_function" and node.target is torch.nn.functional.relu6
+def _listing(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 class _NameOnly:

@@ -2,7 +2,7 @@
 
 It samples every choice once per forward (so shared choices and the cost see one θ),
 exposes the architecture parameters, computes costs, and hardens into the fixed-precision
-model that export writes (SPEC §6).
+model that export writes (docs/algorithm.md#export).
 """
 
 from __future__ import annotations
@@ -82,6 +82,16 @@ class Supernet(nn.Module):
         for _, layer in self.layers():
             layer.channels_last = bool(enabled) and layer.op == LayerOp.CONV2D
 
+    def soft_eval(self) -> None:
+        """Evaluate the θ mixture: the choices, quantizers and searchable layers in training
+        mode (they mix precisions), every other module in eval mode, so that a float
+        BatchNorm the converter could not fold keeps its statistics (in training mode
+        the validation batches would overwrite them) and dropout is off."""
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, (PrecisionChoice, ActivationSlot, SearchableLayer)):
+                module.training = True
+
     def set_temperature(self, temperature: float) -> None:
         for _, choice in self.choices():
             choice.temperature = float(temperature)
@@ -114,7 +124,8 @@ class Supernet(nn.Module):
         return {name: choice.assignment().clone() for name, choice in self.choices()}
 
     def compensate_pruning(self) -> None:
-        """Scale weights by ``1 / Σ_{p≠0} θ_p`` so the expected weight starts at W (SPEC §2.3)."""
+        """Scale weights by ``1 / Σ_{p≠0} θ_p`` so the expected weight starts at W
+        (docs/algorithm.md#pruning-with-0-bits)."""
         with torch.no_grad():
             for _, layer in self.layers():
                 choice = layer.choice

@@ -9,6 +9,7 @@ import torch
 from mpsctl.checkpoint.format import find_latest_checkpoint
 from mpsctl.console import Reporter
 from mpsctl.recipe import Recipe, build
+from mpsctl.training.epoch import evaluate
 
 
 def pick_checkpoint(path: str | None, reporter: Reporter) -> Path:
@@ -23,6 +24,22 @@ def pick_checkpoint(path: str | None, reporter: Reporter) -> Path:
 def val_loader(recipe: Recipe):
     bundle = build.datasets(recipe)
     return bundle, build.loaders(recipe, bundle).val
+
+
+def split_loader(recipe: Recipe, split: str):
+    """An unshuffled loader over the recipe's ``train``, ``val`` or ``test`` split."""
+    return build.eval_loader(recipe, build.datasets(recipe).split(split))
+
+
+def test_metrics(model, loader, device: torch.device) -> dict[str, float]:
+    """``test_accuracy`` and ``test_loss`` on the held-out split (empty without one).
+
+    Reported beside the validation metrics, never used to choose anything.
+    """
+    if loader is None:
+        return {}
+    found = evaluate(model, loader, device)
+    return {"test_accuracy": found["accuracy"], "test_loss": found["loss"]}
 
 
 def first_batch(loader) -> torch.Tensor:

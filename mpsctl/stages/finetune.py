@@ -15,13 +15,14 @@ from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
 from mpsctl.errors import CheckpointError
 from mpsctl.recipe import build, recipe_from_dict
-from mpsctl.stages import summary
+from mpsctl.stages import budgets, common, summary
 from mpsctl.training import distributed
 from mpsctl.training.device import seed_everything
 from mpsctl.training.epoch import evaluate
 from mpsctl.training.layout import use_channels_last
 from mpsctl.training.loop import EpochLoop, LoopPosition, StopFlag, sigint_stops
 from mpsctl.training.optim import optimizer_for
+from mpsctl.training.runlog import RunLog
 
 
 def run_finetune(
@@ -41,6 +42,9 @@ def run_finetune(
     saved = _resume_state(last) if resume else None
     if saved is not None:
         net.load_state_dict(saved["model_state"])
+    log = RunLog(last.parent, recipe.log.tensorboard, enabled=ctx.is_main)
+    # the precisions stay fixed: the run log shows the same hard cost every epoch
+    fixed_cost = summary.costs(net, summary.cost_names(recipe.search.cost, net), hard=True)
     net.to(device)
     use_channels_last(recipe.channels_last, net, build.example_input(bundle.input_shape), device)
     f = recipe.finetune
@@ -61,7 +65,8 @@ def run_finetune(
         if val["accuracy"] > best["accuracy"]:
             best = {**val, "epoch": epoch + 1}
             best_state = copy.deepcopy(net.state_dict())
-        return {"epoch": epoch + 1, "train_loss": stats.loss, **val}
+        return {"epoch": epoch + 1, "train_loss": stats.loss, "accuracy": val["accuracy"],
+                "val_loss": val["loss"], "cost": fixed_cost}
 
     def save(loop_state: dict) -> None:
         data = state.payload("finetune", recipe, net, bundle.input_shape, best=best,
@@ -71,23 +76,27 @@ def run_finetune(
 
     loop = EpochLoop("finetune", distributed.wrap(net, device), loaders.train, [opt],
                      [schedule] if schedule else [], device, reporter, f.epochs, save=save,
-                     after_epoch=after_epoch)
+                     after_epoch=after_epoch, run_log=log, log_model=net)
     position = loop.load(saved) if saved is not None else LoopPosition()
     stop = StopFlag()
     with sigint_stops(stop):
         history = loop.run(position, stop)
     net.load_state_dict(best_state)
+    test = common.test_metrics(net, loaders.test, device)
     net.cpu().eval()
-    names = summary.cost_names(recipe.search.cost, net)
+    names = summary.cost_names(recipe.search.objective_costs(), net)
     cost = summary.costs(net, names, hard=True)
-    metrics = {"accuracy": best["accuracy"], "loss": best["loss"], "best_epoch": best["epoch"]}
+    metrics = {"accuracy": best["accuracy"], "loss": best["loss"], "best_epoch": best["epoch"],
+               **test}
     data = state.payload("finetune", recipe, net, bundle.input_shape, metrics=metrics,
                          cost=cost, history=ckpt.get("history", []),
                          finetune_history=history,
-                         lineage=state.extend_lineage(ckpt, "finetune", metrics, cost))
+                         lineage=state.extend_lineage(ckpt, "finetune", metrics, cost),
+                         budgets=ckpt.get("budgets", {}))
     out = state.write(Path(path).parent / "finetune.pt", data)
     return {"checkpoint": str(out), "metrics": metrics, "cost": cost,
-            "layers": summary.layer_rows(net)}
+            "layers": summary.layer_rows(net),
+            "budget": budgets.slack(cost, ckpt.get("budgets", {}))}
 
 
 def _resume_state(last: Path) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.supernet import Supernet
 from mpsctl.targets.catalog import builtin_target_costs
@@ -88,3 +90,51 @@ def _runs(net: Supernet, cost: str) -> bool:
         ):
             return False
     return True
+
+
+def kept_only_by_min_channels(net: Supernet) -> list[str]:
+    """Pruning choices whose every channel went to 0 bits (``min_channels`` kept some)."""
+    out = []
+    for name, choice in net.choices():
+        if choice.per_channel and choice.can_prune and choice.alpha is not None:
+            if not bool((choice.alpha.detach().argmax(0) != 0).any()):
+                out.append(name)
+    return out
+
+
+def constant_output_warning(
+    net: Supernet, x: torch.Tensor, spread: float | None = None,
+    emptied: list[str] | None = None,
+) -> str | None:
+    """A warning when the model gives the same output for every sample of ``x`` (then an
+    export check passes vacuously and accuracy is chance); ``spread`` (the largest output
+    difference between samples) is computed when not given."""
+    if x.shape[0] < 2:
+        return None
+    if spread is None:
+        was_training = net.training
+        with torch.no_grad():
+            y = net.eval()(x)
+        net.train(was_training)
+        spread = float((y - y[:1]).abs().max())
+    if spread > 0:
+        return None
+    emptied = kept_only_by_min_channels(net) if emptied is None else emptied
+    why = (f": every channel of {', '.join(emptied)} went to 0 bits and min_channels kept "
+           "what is left" if emptied else "")
+    return (f"the model's output is the same for all {x.shape[0]} samples of a validation "
+            f"batch{why}; lower the cost strengths or raise search.min_channels, and search "
+            "again")
+
+
+def deployment(net: Supernet, example: torch.Tensor) -> dict[str, str | None]:
+    """Per ONNX variant, None when the model can be exported, else the first blocking op."""
+    from mpsctl.deploy import deployment_support
+
+    return deployment_support(net, example)
+
+
+def deployment_lines(support: dict[str, str | None]) -> list[str]:
+    """One line per deployment format, for the log and the terminal."""
+    return [f"ONNX {variant}: " + ("supported" if why is None else f"blocked: {why}")
+            for variant, why in support.items()]

@@ -93,6 +93,12 @@ def ranks_agree(tensors: list[Tensor]) -> bool:
     return all(torch.equal(gathered[0], g) for g in gathered[1:])
 
 
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has written a file the others read next)."""
+    if _CONTEXT.enabled and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     if _CONTEXT.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -84,8 +84,10 @@ def train_epoch(
     on_step: StepCallback | None = None,
     totals: EpochTotals | None = None,
     stop: Callable[[], bool] | None = None,
+    penalty: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[EpochStats, EpochTotals]:
-    """One pass over ``loader``; ``cost_fn(name)`` gives the differentiable cost ``name``.
+    """One pass over ``loader``; ``cost_fn(name)`` gives the differentiable cost ``name``;
+    ``penalty(task_loss)``, called once per step, gives a further term (budget strengths).
 
     ``totals`` resumes an interrupted epoch: its first ``totals.steps`` batches are skipped
     (the loader must replay the same order). ``stop()`` is checked after every step; when
@@ -111,6 +113,8 @@ def train_epoch(
             _check_finite(value, f"cost '{name}'", epoch, step)
             totals.costs[name] += float(value.detach())
             loss = loss + strength * value
+        if penalty is not None:
+            loss = loss + penalty(task)
         _check_finite(loss, "the loss", epoch, step)
         loss.backward()
         for opt in optimizers:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from torch.utils.data import DistributedSampler
 from mpsctl.console import Reporter
 from mpsctl.training.epoch import EpochStats, EpochTotals, train_epoch
 from mpsctl.training.optim import StepSchedule
+from mpsctl.training.runlog import RunLog
 
 
 class StopFlag:
@@ -102,7 +104,13 @@ class EpochLoop:
     before_epoch: Callable[[int], None] = lambda epoch: None
     cost_strengths: dict[str, float] = field(default_factory=dict)
     cost_fn: Callable | None = None
+    penalty: Callable | None = None
     extra_state: Callable[[], dict[str, Any]] = dict
+    #: Where each finished epoch is recorded (metrics.jsonl, TensorBoard), and the names
+    #: of the optimizers' learning rates there; ``log_model``: whose bit-widths it shows.
+    run_log: RunLog | None = None
+    optimizer_names: tuple[str, ...] = ("weights",)
+    log_model: nn.Module | None = None
 
     def state(self, position: LoopPosition) -> dict[str, Any]:
         """Everything a resume needs (saved inside ``last.pt``)."""
@@ -128,6 +136,35 @@ class EpochLoop:
                             list(saved.get("history", [])))
 
     def run(self, position: LoopPosition, stop: StopFlag) -> list[dict[str, Any]]:
+        if self.run_log is None:
+            return self._run(position, stop)
+        self.run_log.start(self.phase, position.epoch, self.log_model)
+        try:
+            return self._run(position, stop)
+        finally:
+            self.run_log.close()
+
+    def _learning_rates(self) -> dict[str, float]:
+        return {
+            self.optimizer_names[i] if i < len(self.optimizer_names) else f"opt{i}":
+            float(opt.param_groups[0]["lr"]) for i, opt in enumerate(self.optimizers)
+        }
+
+    def _log_entry(self, record: dict[str, Any], stats: EpochStats, lr: dict[str, float],
+                   seconds: float) -> dict[str, Any]:
+        """The run log's line: the stage's record plus what every loop knows (``lr``: the
+        learning rates the epoch began with)."""
+        entry = {"train_loss": stats.loss, "train_task_loss": stats.task_loss,
+                 "train_accuracy": stats.accuracy, **record}
+        if stats.costs:
+            entry["expected_cost"] = dict(stats.costs)
+        if self.cost_strengths:
+            entry["strength"] = dict(self.cost_strengths)
+        entry["lr"] = lr
+        entry["epoch_seconds"] = seconds
+        return entry
+
+    def _run(self, position: LoopPosition, stop: StopFlag) -> list[dict[str, Any]]:
         from mpsctl.errors import Interrupted
 
         generator = getattr(self.loader, "generator", None)
@@ -139,6 +176,7 @@ class EpochLoop:
                 generator.set_state(position.loader_state)
             start_state = generator.get_state() if generator is not None else None
             totals = EpochTotals(**position.totals) if position.totals else None
+            started, lr = time.perf_counter(), self._learning_rates()
             self.before_epoch(epoch)
             steps = len(self.loader)
             label = f"{self.phase} {epoch + 1}/{self.epochs}"
@@ -146,6 +184,7 @@ class EpochLoop:
                 stats, totals = train_epoch(
                     self.model, self.loader, self.optimizers, self.device, epoch,
                     self.cost_strengths, self.cost_fn, self.schedules, advance, totals, stop,
+                    self.penalty,
                 )
             if stats.interrupted and totals.steps < steps:
                 cut = LoopPosition(epoch, asdict(totals), start_state, position.history)
@@ -154,7 +193,11 @@ class EpochLoop:
                     f"stopped during {self.phase} epoch {epoch + 1}, step {totals.steps}; "
                     "state saved to last.pt"
                 )
-            position.history.append(self.after_epoch(epoch, stats))
+            record = self.after_epoch(epoch, stats)
+            position.history.append(record)
+            if self.run_log is not None:  # before last.pt: a resume drops it if that fails
+                self.run_log.epoch(self.phase, self._log_entry(
+                    record, stats, lr, time.perf_counter() - started))
             after = generator.get_state() if generator is not None else None
             position = LoopPosition(epoch + 1, None, after, position.history)
             self.save(self.state(position))

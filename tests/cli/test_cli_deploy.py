@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 
 import pytest
+from conftest import write_recipe
 
 
 def test_export_onnx_from_search_checkpoint(cli, recipe, tmp_path):
@@ -17,6 +19,15 @@ def test_export_onnx_from_search_checkpoint(cli, recipe, tmp_path):
     qdq = cli.json("export", out["checkpoint"], "--onnx", tmp_path / "qdq.onnx",
                    "--onnx-variant", "qdq")
     assert qdq["variant"] == "qdq" and qdq["top1_agreement"] >= 0.99
+    if importlib.util.find_spec("qonnx") is not None:
+        qonnx = cli.json("export", out["checkpoint"], "--onnx", tmp_path / "q.onnx",
+                         "--onnx-variant", "qonnx")
+        assert qonnx["variant"] == "qonnx" and qonnx["executor"] == "qonnx"
+        assert qonnx["top1_agreement"] >= 0.99 and (tmp_path / "q.onnx").exists()
+    bad = cli("export", out["checkpoint"], "--onnx", tmp_path / "x.onnx",
+              "--onnx-variant", "int4")
+    assert bad.exit_code == 2 and "integer, qdq, qonnx" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.onnx").exists()
     human = cli("export", out["checkpoint"], "--onnx", tmp_path / "again.onnx")
     assert human.exit_code == 0, human.stderr
     assert "top-1 agreement" in human.stderr and "Traceback" not in human.stderr
@@ -33,3 +44,48 @@ def test_report_plot_writes_pngs(cli, recipe, tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = struct.unpack(">II", data[16:24])
         assert width > 100 and height > 100
+
+
+def test_conv1d_keyword_spotting_recipe_to_integer_onnx(cli, tmp_path):
+    """The shipped ds_cnn1d recipe, shortened: search → export → finetune → integer ONNX."""
+    pytest.importorskip("onnxruntime")
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "kws-ds-cnn1d.yaml"
+    short = ["warmup.epochs=1", "search.epochs=1", "finetune.epochs=1", "model.width=8",
+             "data.size=64", "data.val_size=32", "data.test_size=32",
+             f"output_dir={tmp_path / 'kws'}"]
+    search = cli.json("search", recipe, *short)
+    assert {row["type"] for row in search["layers"]} == {"Conv1d", "Linear"}
+    export = cli.json("export", search["checkpoint"])
+    finetune = cli.json("finetune", export["checkpoint"])
+    out = cli.json("export", finetune["checkpoint"], "--onnx", tmp_path / "kws.onnx")
+    assert out["top1_agreement"] >= 0.99 and out["max_error_lsb"] <= 1
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(tmp_path / "kws.onnx").graph.node}
+    assert "ConvInteger" in ops and "Conv" not in ops
+
+
+@pytest.mark.slow
+def test_torchvision_model_from_search_to_both_onnx_variants(cli, tmp_path):
+    """Issue 19 end to end: mobilenet_v3_small (Hardswish, squeeze-and-excitation) searched
+    per channel with pruning for one epoch on fake data, exported, written as integer and
+    QDQ ONNX; `report` says both formats are supported."""
+    pytest.importorskip("onnxruntime")
+
+    path = write_recipe(
+        tmp_path, name="tv",
+        model={"name": "torchvision:mobilenet_v3_small", "width_mult": 0.5, "num_classes": 10},
+        data={"name": "fake", "shape": [3, 32, 32], "num_classes": 10, "size": 32,
+              "val_size": 16, "batch_size": 16},
+    )
+    search = cli.json("search", path)
+    out = cli.json("export", search["checkpoint"], "--onnx", tmp_path / "tv.onnx")
+    assert out["check"]["max_abs_diff"] <= 1e-5 * max(out["check"]["output_scale"], 1.0)
+    assert out["onnx"]["max_error_lsb"] <= 1
+    qdq = cli.json("export", out["checkpoint"], "--onnx", tmp_path / "tv-qdq.onnx",
+                   "--onnx-variant", "qdq")
+    assert qdq["max_error_lsb"] <= 1 and qdq["forced_top1_agreement"] >= 0.99
+    report = cli.json("report", out["checkpoint"])
+    assert report["deployment"]["integer"] is None and report["deployment"]["qdq"] is None

@@ -155,3 +155,24 @@ def test_non_finite_loss_stops_with_epoch_and_step(cli, tmp_path):
 def test_resume_without_a_saved_run(cli, recipe):
     result = cli("search", recipe, "--resume")
     assert result.exit_code == 2 and "last.pt" in result.stderr
+
+
+def test_torchvision_weights_without_network(cli, tmp_path, monkeypatch):
+    """model.weights: DEFAULT offline: one line saying how to pass a local weights file."""
+    import urllib.error
+
+    import torchvision.models._api as tv_api
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
+    path = write_recipe(tmp_path, model={"name": "torchvision:squeezenet1_1",
+                                         "weights": "DEFAULT"},
+                        data={"shape": [3, 32, 32]})
+    result = cli("search", path)
+    assert result.exit_code == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "model.weights" in result.stderr and "name resolution" in result.stderr
+    assert "torch.save" in result.stderr and "set model.weights to the path" in result.stderr
+    assert not (cli.root / "runs").exists()

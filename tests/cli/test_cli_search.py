@@ -57,6 +57,28 @@ def test_dry_run_lists_layers_and_initial_costs(cli, recipe):
     assert not (cli.root / "runs").exists()
 
 
+def test_dry_run_names_the_op_that_blocks_each_deployment_format(cli, recipe, tmp_path):
+    """Issue 19: said before the long work, not after it."""
+    out = cli.json("search", recipe, "--dry-run")
+    assert out["deployment"] == {"integer": None, "qdq": None, "qonnx": None}
+    (tmp_path / "exp_net_i19.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.c = nn.Conv2d(1, 4, 3)\n"
+        "        self.fc = nn.Linear(4, 10)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.exp(self.c(x)).mean((2, 3)))\n"
+    )
+    path = write_recipe(tmp_path, name="blocked", model={"name": "exp_net_i19:Net"})
+    blocked = cli.json("search", path, "--dry-run")["deployment"]
+    assert set(blocked) == {"integer", "qdq", "qonnx"}
+    assert all(why is not None and "op 'exp'" in why for why in blocked.values())
+    text = cli("search", path, "--dry-run")
+    assert text.exit_code == 0 and "ONNX integer: blocked: op 'exp'" in text.stderr
+
+
 def test_dry_run_with_one_precision_gives_exact_integer_costs(cli, tmp_path):
     path = write_recipe(tmp_path, search={"type": "per_layer", "weight_bits": [4],
                                           "act_bits": [8], "cost": {}})

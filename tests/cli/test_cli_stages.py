@@ -29,12 +29,25 @@ def test_export_finetune_eval_report_chain(cli, recipe):
     assert finetune["metrics"]["accuracy"] >= export["metrics"]["accuracy"]
     evaluated = cli.json("eval", finetune["checkpoint"])
     assert evaluated["metrics"]["accuracy"] == finetune["metrics"]["accuracy"]
+    assert (evaluated["split"], evaluated["samples"]) == ("val", 32)
+    # the held-out split: reported by every stage, measured again by `eval --split test`
+    tested = cli.json("eval", finetune["checkpoint"], "--split", "test")
+    assert tested["samples"] == 64
+    assert tested["metrics"]["accuracy"] == finetune["metrics"]["test_accuracy"]
+    assert tested["metrics"]["loss"] == pytest.approx(finetune["metrics"]["test_loss"])
+    assert export["metrics"]["test_accuracy"] == search["metrics"]["test_accuracy"]
+    assert cli.json("eval", finetune["checkpoint"], "--split", "train")["samples"] == 96
+    bad = cli("eval", finetune["checkpoint"], "--split", "tset")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: --split: 'tset'")
     report = cli.json("report", finetune["checkpoint"])
     assert report["stage"] == "finetune"
     assert report["cost"]["params_bit"] == _report_params_bit(report)
     assert 0 <= report["metrics"]["accuracy"] <= 1
     assert [row["stage"] for row in report["lineage"]] == ["fp32", "search", "export",
                                                            "finetune"]
+    assert all(0 <= row["test_accuracy"] <= 1 for row in report["lineage"])
+    human = cli("report", finetune["checkpoint"])
+    assert "test accuracy" in human.stdout
 
 
 def test_export_removes_pruned_channels(cli, tmp_path):
@@ -66,6 +79,11 @@ def test_refine_then_export_and_finetune(cli, tmp_path):
     refine = cli.json("refine", search["checkpoint"], "--target", "ne16")
     assert refine["total"]["after"] <= refine["total"]["before"]
     assert all(r["after"] <= r["before"] for r in refine["layers"])
+    # the exact search is never worse than the earlier heuristic (summed over shared layers)
+    total = refine["total"]
+    assert total["after"] <= total["heuristic_cycles"] <= total["before"]
+    assert refine["total"]["heuristic_cycles"] == sum(r["heuristic_cycles"]
+                                                      for r in refine["layers"])
     twice = cli.json("refine", refine["checkpoint"])
     assert twice["total"]["after"] == refine["total"]["after"]
     export = cli.json("export", refine["checkpoint"])

@@ -12,6 +12,7 @@ import torch
 from conftest import write_recipe
 
 import mpsctl
+from mpsctl.training.runlog import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,23 @@ def test_two_process_search_writes_one_checkpoint_in_sync(cli, tmp_path):
     resumed = _torchrun(tmp_path, "search", str(recipe), "--resume", "search.epochs=2")
     assert resumed["metrics"]["epoch"] == 2
     assert resumed["metrics"]["ranks_in_sync"] is True
+    # rank 0 alone writes the run log, and the resume adds only the new epoch
+    lines = read_metrics(run / "metrics.jsonl")
+    assert [(e["stage"], e["epoch"]) for e in lines] == [("search", 1), ("search", 2)]
     finetune = _torchrun(tmp_path, "finetune", export["checkpoint"])
     assert finetune["checkpoint"].endswith("finetune.pt")
     evaluated = _torchrun(tmp_path, "eval", finetune["checkpoint"])
     assert 0.0 <= evaluated["metrics"]["accuracy"] <= 1.0
+
+
+def test_two_process_sweep_with_a_budget(tmp_path):
+    recipe = write_recipe(tmp_path, name="ddp-sweep", data=DATA, warmup={"epochs": 1},
+                          search={"cost": {}, "weight_bits": [0, 2, 8]})
+    result = _torchrun(tmp_path, "sweep", str(recipe), "--budgets", "30%", "--no-baselines")
+    (point,) = result["points"]
+    assert point["id"] == "searched-30pct" and point["status"] == "done"
+    assert 0.95 <= point["used"] <= 1.0
+    search = torch.load(tmp_path / "runs" / "ddp-sweep" / "searched-30pct" / "search.pt",
+                        weights_only=True)
+    assert search["metrics"]["ranks"] == 2 and search["metrics"]["ranks_in_sync"] is True
+    assert (tmp_path / "runs" / "ddp-sweep" / "pareto.png").exists()

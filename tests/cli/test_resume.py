@@ -14,6 +14,8 @@ import pytest
 import torch
 from conftest import write_recipe
 
+from mpsctl.training.runlog import read_metrics
+
 pytestmark = pytest.mark.slow
 
 SLOW_DATA = {"name": "fake", "shape": [1, 28, 28], "size": 1536, "val_size": 64,
@@ -54,6 +56,13 @@ def _same_run(a: dict, b: dict) -> None:
     assert a["cost"] == b["cost"]
     ca, cb = _assignment(a["checkpoint"]), _assignment(b["checkpoint"])
     assert all(torch.equal(ca[k], cb[k]) for k in ca)
+    # metrics.jsonl: one line per epoch, none repeated by the resume, the same numbers
+    la, lb = (read_metrics(Path(r["checkpoint"]).parent / "metrics.jsonl") for r in (a, b))
+    assert [(e["stage"], e["epoch"]) for e in la] == [("search", e + 1)
+                                                      for e in range(SEARCH["epochs"])]
+    assert [(e["stage"], e["epoch"]) for e in lb] == [(e["stage"], e["epoch"]) for e in la]
+    for ea, eb in zip(la, lb, strict=True):
+        assert (ea["train_loss"], ea["accuracy"]) == (eb["train_loss"], eb["accuracy"])
 
 
 @pytest.fixture

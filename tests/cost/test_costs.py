@@ -1,5 +1,6 @@
-"""Cost models (SPEC §3): params_bit and bitops, expected under θ and exact under the argmax,
-pruning counted once, flatten-aware input channels, gradients to α, and short searches."""
+"""Cost models (docs/algorithm.md#expected-cost): params_bit and bitops, expected under θ
+and exact under the argmax, pruning counted once, flatten-aware input channels, gradients to
+α, and short searches."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def test_builtin_datasets_are_registered():
 def test_mnist5k_default_split():
     bundle = build_datasets("mnist5k", {}, seed=0)
     assert isinstance(bundle, DataBundle)
-    assert (len(bundle.train), len(bundle.val)) == (4000, 1000)
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (3200, 800, 1000)
     assert bundle.input_shape == (1, 28, 28)
     assert bundle.num_classes == 10
     image, label = bundle.train[0]
@@ -30,8 +30,31 @@ def test_mnist5k_default_split():
     val_images, val_labels = _stack(bundle.val)
     assert val_images.min() == 0.0 and val_images.max() == 1.0
     assert set(val_labels.tolist()) == set(range(10))
-    all_labels = torch.cat([bundle.train.labels, bundle.val.labels])
+    all_labels = torch.cat([bundle.train.labels, bundle.val.labels, bundle.test.labels])
     assert torch.bincount(all_labels).tolist() == [500] * 10
+    assert torch.bincount(bundle.test.labels).tolist() == [100] * 10
+
+
+def _rows(images):
+    return {bytes(row.numpy()) for row in images.flatten(1)}
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_mnist5k_test_split_is_fixed_and_disjoint(seed):
+    bundle = build_datasets("mnist5k", {}, seed=seed)
+    reference = build_datasets("mnist5k", {"val_fraction": 0.5}, seed=0)
+    assert torch.equal(bundle.test.images, reference.test.images)  # same for any seed
+    train, val, test = (_rows(s.images) for s in (bundle.train, bundle.val, bundle.test))
+    assert not (test & train) and not (test & val) and not (train & val)
+    assert len(train | val | test) == 5000 - _duplicate_images()
+
+
+def _duplicate_images():
+    """Identical digit images in the bundled file (counted once by a set of rows)."""
+    from mpsctl.data.bundled import MNIST5K_FILE, load_u8_file
+
+    images = load_u8_file(MNIST5K_FILE).images
+    return len(images) - len(_rows(images))
 
 
 def test_mnist5k_is_deterministic_per_seed():
@@ -43,10 +66,10 @@ def test_mnist5k_is_deterministic_per_seed():
 
 def test_mnist5k_options():
     bundle = build_datasets("mnist5k", {"val_fraction": 0.1}, 0)
-    assert (len(bundle.train), len(bundle.val)) == (4500, 500)
+    assert (len(bundle.train), len(bundle.val)) == (3600, 400)
     full = build_datasets("mnist5k", {}, 0)
     small = build_datasets("mnist5k", {"size": 100, "val_fraction": None}, 0)
-    assert len(small.train) == 100 and len(small.val) == 1000
+    assert len(small.train) == 100 and len(small.val) == 800
     assert torch.equal(small.train.images, full.train.images[:100])
 
 
@@ -66,9 +89,24 @@ def test_fake_shapes_ranges_and_determinism():
         bundle.train[40]
 
 
+@pytest.mark.parametrize("shape", [[128], [40, 49], [3, 32, 32], [2, 3, 5, 6]])
+def test_fake_of_any_rank(shape):
+    bundle = build_datasets("fake", {"shape": shape, "num_classes": 4, "size": 32}, seed=0)
+    assert bundle.input_shape == tuple(shape)
+    images, labels = _stack(bundle.train)
+    assert images.shape == (32, *shape) and 0 <= images.min() and images.max() <= 1
+    # learnable: every sample is nearest to its own class texture
+    textures = bundle.train.textures.flatten(1)
+    nearest = torch.cdist(images.flatten(1), 0.5 * textures + 0.25).argmin(1)
+    assert (nearest == labels).float().mean() > 0.9
+
+
 def test_fake_defaults_and_learnable_labels():
     bundle = build_datasets("fake", {}, seed=0)
     assert (len(bundle.train), len(bundle.val), bundle.input_shape) == (256, 64, (3, 32, 32))
+    assert len(bundle.test) == 64
+    test_images, _ = _stack(bundle.test)
+    assert not torch.equal(test_images, _stack(bundle.val)[0])
     images, labels = _stack(bundle.val)
     # each image is half its class texture: the nearest texture gives the label
     textures = bundle.val.textures.flatten(1)
@@ -97,8 +135,9 @@ def test_unknown_dataset_lists_names_and_suggests():
         ("mnist5k", {"root": "/data"}, "data.root"),
         ("mnist5k", {"val_fraction": 1.5}, "data.val_fraction"),
         ("mnist5k", {"size": 0}, "data.size"),
-        ("mnist5k", {"size": 4001}, "data.size"),
-        ("fake", {"shape": [3, 32]}, "data.shape"),
+        ("mnist5k", {"size": 3201}, "data.size"),
+        ("fake", {"shape": []}, "data.shape"),
+        ("fake", {"shape": [3, 0]}, "data.shape"),
         ("fake", {"num_classes": True}, "data.num_classes"),
         ("fake", {"val_size": -1}, "data.val_size"),
         ("fake", {"image_size": 32}, "data.image_size"),

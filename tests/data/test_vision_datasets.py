@@ -51,10 +51,13 @@ def cifar_root(tmp_path, monkeypatch):
 
 
 def test_mnist_from_raw_idx_files(mnist_root):
-    bundle = build_datasets("mnist", {"root": str(mnist_root)}, seed=0)
-    assert (len(bundle.train), len(bundle.val)) == (12, 5)
+    bundle = build_datasets("mnist", {"root": str(mnist_root), "val_fraction": 0.25}, seed=0)
+    # validation is held out of the 12 training images; the official test set is the test split
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (9, 3, 5)
+    train_and_val = torch.cat([bundle.train.images, bundle.val.images]).flatten(1)
+    assert len(torch.unique(train_and_val, dim=0)) == 12
     assert bundle.input_shape == (1, 28, 28) and bundle.num_classes == 10
-    image, label = bundle.val[3]
+    image, label = bundle.test[3]
     assert image.shape == (1, 28, 28) and image.dtype == torch.float32 and label == 3
     raw = (mnist_root / "MNIST/raw/t10k-images-idx3-ubyte").read_bytes()[16:]
     expected = torch.tensor(list(raw[3 * 784 : 4 * 784]), dtype=torch.float32) / 255
@@ -70,15 +73,15 @@ def test_mnist_size_takes_seeded_subset(mnist_root):
 
 def test_cifar10_from_python_pickles(cifar_root):
     bundle = build_datasets("cifar10", {"root": str(cifar_root), "download": False}, seed=0)
-    assert (len(bundle.train), len(bundle.val)) == (20, 4)
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (18, 2, 4)
     assert bundle.input_shape == (3, 32, 32) and bundle.num_classes == 10
-    image, label = bundle.train[4]
+    image, label = bundle.test[1]
     assert image.shape == (3, 32, 32) and label == 1
     assert 0.0 <= image.min() and image.max() <= 1.0
     # channel-first planes: the first 1024 bytes of a row are the red channel
     entry = pickle.loads((cifar_root / "cifar-10-batches-py" / "test_batch").read_bytes())
     red = torch.from_numpy(entry["data"][0, :1024].astype(np.float32) / 255).view(32, 32)
-    assert torch.equal(bundle.val[0][0][0], red)
+    assert torch.equal(bundle.test[0][0][0], red)
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10"])
@@ -120,14 +123,27 @@ def _write_pngs(root, classes, sizes=((20, 30), (40, 10))):
 def test_imagefolder(tmp_path):
     _write_pngs(tmp_path / "train", ["cat", "dog"])
     _write_pngs(tmp_path / "val", ["cat", "dog"], sizes=((8, 8),))
+    _write_pngs(tmp_path / "test", ["cat", "dog"], sizes=((8, 8), (9, 9), (7, 7)))
     bundle = build_datasets("imagefolder", {"root": str(tmp_path), "image_size": 16}, seed=0)
     assert (len(bundle.train), len(bundle.val), bundle.num_classes) == (4, 2, 2)
+    assert len(bundle.test) == 6
     assert bundle.input_shape == (3, 16, 16)
     image, label = bundle.val[1]
     assert image.shape == (3, 16, 16) and label == 1
     assert torch.allclose(image[2], torch.full((16, 16), 200 / 255))
     rect = build_datasets("imagefolder", {"root": str(tmp_path), "image_size": [12, 20]}, seed=0)
     assert rect.train[0][0].shape == (3, 12, 20)
+
+
+def test_imagefolder_without_test_folder_halves_val(tmp_path):
+    _write_pngs(tmp_path / "train", ["cat", "dog"])
+    _write_pngs(tmp_path / "val", ["cat", "dog"], sizes=((8, 8), (9, 9), (7, 7)))
+    options = {"root": str(tmp_path), "image_size": 8}
+    bundle = build_datasets("imagefolder", options, seed=0)
+    other_seed = build_datasets("imagefolder", options, seed=5)
+    assert (len(bundle.val), len(bundle.test)) == (3, 3)
+    assert not set(bundle.val.indices) & set(bundle.test.indices)
+    assert bundle.test.indices == other_seed.test.indices  # fixed, whatever the recipe seed
 
 
 @pytest.mark.parametrize(

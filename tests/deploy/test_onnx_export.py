@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import sys
@@ -325,10 +326,73 @@ def test_float_only_op_is_named_in_one_line(tmp_path: Path) -> None:
             self.fc = nn.Linear(4, 2)
 
         def forward(self, x):
-            return self.fc(torch.sigmoid(self.conv(x)).mean((2, 3)))
+            return self.fc(torch.exp(self.conv(x)).mean((2, 3)))
 
     x = torch.rand(4, 3, 8, 8)
     fixed = build_supernet(Gated(), x, SearchSpace(weight_bits=(8,), act_bits=(8,))).harden()
-    with pytest.raises(UserError, match=r"op 'sigmoid' .* cannot be exported") as err:
+    with pytest.raises(UserError, match=r"op 'exp' .* cannot be exported") as err:
         export_onnx(fixed, x, tmp_path / "g.onnx")
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "search.exclude" not in str(err.value)
+    assert "operation table" in str(err.value)
+
+
+def _tiny_regnet(seed: int = 0):
+    """torchvision's RegNet-X at toy size (4 blocks, widths 16-64, grouped 3×3 convs) with
+    2-bit weights per layer: a one-code difference grows along its residual chain."""
+    from torchvision.models.regnet import BlockParams, RegNet
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "search"))
+    from tiny_nets import calibrate_bn
+
+    torch.manual_seed(seed)
+    params = BlockParams.from_init_params(depth=4, w_0=16, w_a=8.0, w_m=2.0, group_width=8)
+    model = RegNet(params, num_classes=10, stem_width=16)
+    x = torch.rand(32, 3, 32, 32)
+    calibrate_bn(model, x)
+    net = build_supernet(model, x[:2], SearchSpace(weight_bits=(2,), act_bits=(8,)))
+    return net.eval().harden(), x
+
+
+def test_residual_chain_drift_is_round_off_not_arithmetic(tmp_path: Path) -> None:
+    """Issue 19 (regnet_x_400mf, 2-bit weights): run on their own, the ONNX and the float32
+    fake-quant model drift apart along the residual chain (float32 round-off flips a code
+    now and then, and the chain amplifies it), yet given the same input codes every
+    quantizer agrees to 1 LSB: the export is kept and the drift is reported separately.
+
+    The round-off is made deterministic here: the reference's stem is scaled by 1 + 1e-5
+    (its weight codes stay, its scale moves by 1e-5), which flips the codes that lie that
+    close to a step boundary, as float32 summation does at random."""
+    from mpsctl.deploy import verify_onnx
+
+    fixed, x = _tiny_regnet()
+    path = tmp_path / "regnet.onnx"
+    summary = export_onnx(fixed, x, path)
+    assert summary["max_error_lsb"] <= 1 and summary["forced_top1_agreement"] == 1.0
+    nudged = copy.deepcopy(fixed)
+    stem = next(layer for _, layer in nudged.layers())
+    with torch.no_grad():
+        stem.weight.mul_(1 + 1e-5)
+    check = verify_onnx(path, nudged, x)
+    assert check["drift_max_lsb"] > 2  # what the old check called the error
+    assert check["max_error_lsb"] <= 1 and check["code_mismatch"] < 1e-3
+    assert check["forced_top1_agreement"] == 1.0
+    worst = max(v["drift_max_error_lsb"] for v in check["per_quantizer"].values())
+    assert worst == check["drift_max_lsb"]
+
+
+def test_wrong_integer_arithmetic_is_refused(mixed_mnist, tmp_path: Path, monkeypatch) -> None:
+    """A requantisation multiplier 3 % off is an arithmetic bug: refused, no file left."""
+    import mpsctl.deploy.onnx_integer as onnx_integer
+    from mpsctl.deploy.onnx_verify import OnnxMismatchError
+
+    real = onnx_integer.requantizer
+
+    def skewed(scale, grid):
+        return real(np.asarray(scale) * 1.03, grid)
+
+    monkeypatch.setattr(onnx_integer, "requantizer", skewed)
+    _, fixed, x = mixed_mnist
+    path = tmp_path / "bad.onnx"
+    with pytest.raises(OnnxMismatchError, match="off by"):
+        export_onnx(fixed, x, path)
+    assert not path.exists() and not list(tmp_path.iterdir())

@@ -14,6 +14,8 @@ CASES = [
     ("resnet8", {"num_classes": 100, "in_channels": 1}, (2, 1, 28, 28), 100),
     ("ds_cnn", {"num_classes": 12, "stem_kernel": [10, 4]}, (2, 1, 49, 10), 12),
     ("mobilenet_v1", {"num_classes": 2}, (2, 3, 96, 96), 2),
+    ("ds_cnn1d", {}, (2, 40, 49), 12),
+    ("ds_cnn1d", {"in_channels": 3, "num_classes": 4, "width": 16}, (2, 3, 64), 4),
 ]
 
 
@@ -54,6 +56,15 @@ def test_ds_cnn_has_depthwise_blocks():
     model = build_model("ds_cnn", {"depth": 2, "width": 8})
     depthwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert len(depthwise) == 2 and all(m.groups == 8 for m in depthwise)
+
+
+def test_ds_cnn1d_is_a_small_conv1d_keyword_spotter():
+    model = build_model("ds_cnn1d", {})
+    assert 25_000 <= sum(p.numel() for p in model.parameters()) <= 35_000
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv1d)]
+    assert len(convs) == 9 and convs[0].in_channels == 40 and convs[0].stride == (2,)
+    assert [m.groups for m in convs[1::2]] == [64] * 4  # depthwise, then pointwise
+    assert not any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def test_torchvision_model_by_name():

@@ -1,5 +1,6 @@
-"""PACT activation fake-quantization (SPEC §1.1, §2.2): ranges, idempotence, STE gradients,
-and the memory-saving mixture whose custom backward must equal autograd on the naive sum."""
+"""PACT activation fake-quantization (docs/algorithm.md#activations-pact): ranges,
+idempotence, STE gradients, and the memory-saving mixture whose custom backward must equal
+autograd on the naive sum."""
 
 from __future__ import annotations
 
@@ -262,7 +263,7 @@ def test_mixed_pact_keeps_channels_last_without_copying():
 
 
 def test_mixed_pact_saves_one_input_not_n_copies():
-    """SPEC §2.2 differs: the mixture keeps x (and θ, clip) alive for backward, not n tensors."""
+    """Unlike the reference, the mixture keeps x (and θ, clip) alive for backward, not n tensors."""
     x = torch.randn(4, 8, 16, 16, requires_grad=True)
     c = torch.tensor(6.0, requires_grad=True)
     theta = torch.softmax(torch.randn(5), 0).requires_grad_()

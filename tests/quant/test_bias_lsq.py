@@ -1,4 +1,4 @@
-"""32-bit bias quantization (SPEC §1.3) and learned-step-size (LSQ) weights."""
+"""32-bit bias quantization (docs/algorithm.md#bias) and learned-step-size (LSQ) weights."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Symmetric per-output-channel min-max weight fake-quantization (SPEC §1.2, §2.2, §2.3)."""
+"""Symmetric per-output-channel min-max weight fake-quantization
+(docs/algorithm.md#weights-symmetric-min-max)."""
 
 from __future__ import annotations
 

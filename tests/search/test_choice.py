@@ -1,4 +1,5 @@
-"""PrecisionChoice (SPEC §2.1, §7): logits init, θ modes, eval argmax, min_keep, freeze."""
+"""PrecisionChoice (docs/algorithm.md#precision-choices): logits init, θ modes, eval argmax,
+min_keep, freeze."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def test_per_channel_init_and_pruning_candidates():
     assert torch.allclose(c.alpha, torch.tensor([0.0, 0.25, 0.5, 1.0]).unsqueeze(1).expand(4, 5))
     theta = c.soft_theta()
     assert torch.allclose(theta.sum(0), torch.ones(5))
-    # Weight compensation factor of SPEC §2.3: 1 / Σ_{p≠0} θ_p = 1.17696 for (0, 2, 4, 8).
+    # Weight compensation factor (docs/algorithm.md#pruning-with-0-bits):
+    # 1 / Σ_{p≠0} θ_p = 1.17696 for (0, 2, 4, 8).
     assert (1 / theta[1:].sum(0)).tolist() == pytest.approx([1.17696] * 5, abs=1e-5)
 
 
@@ -193,3 +195,25 @@ def test_copy_and_pickle_after_a_training_step():
     assert c.theta() is theta  # the original keeps its step's θ
     restored = pickle.loads(pickle.dumps(c))
     assert torch.allclose(restored.theta(), theta)
+
+
+def test_revived_channel_does_not_depend_on_the_dtype():
+    """Every channel prefers 0 bits by far (softmax underflows to exact zeros in float32):
+    min_keep must revive the same channel in a float32 and a float64 copy, the lowest index
+    among exact ties (issue 19: the export check ran in float64 and kept another channel)."""
+    c = PrecisionChoice((0, 2, 4, 8), channels=300, min_keep=1)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        c.alpha.copy_(torch.randn(4, 300, generator=g))
+        c.alpha[0] = c.alpha[1:].amax(0) + 120.0
+    c.temperature = 1.0
+    assert float(c.soft_theta().detach()[1:].sum(0).max()) == 0.0  # the float32 mass is all ties
+    kept32 = torch.nonzero(c.assignment()).flatten()
+    kept64 = torch.nonzero(copy.deepcopy(c).double().assignment()).flatten()
+    assert kept32.tolist() == kept64.tolist() and len(kept32) == 1
+    logits = c.alpha.double()
+    expected = (torch.logsumexp(logits[1:], 0) - logits[0]).argmax()
+    assert kept32.item() == expected.item()
+    with torch.no_grad():
+        c.alpha.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]).unsqueeze(1).expand(4, 300))
+    assert torch.nonzero(c.assignment()).flatten().tolist() == [0]  # exact tie: lowest index

@@ -1,5 +1,6 @@
-"""Graph conversion (SPEC §2.4): BN folding, quantizer placement and sharing, exclusion,
-overrides, error reporting, torchvision models, and never touching the caller's model."""
+"""Graph conversion (docs/algorithm.md#graph-conversion): BN folding, quantizer placement
+and sharing, exclusion, overrides, error reporting, torchvision models, and never touching
+the caller's model."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_plain_cnn_folds_batchnorm_and_matches_float_at_high_precision():
     with torch.no_grad():
         ref = model(x)
     # 14 bits everywhere: the int32 bias (scale s_in·s_w) still fits; at 16/16 bits a folded
-    # bias overflows int32 and saturates, as SPEC §1.3 asks.
+    # bias overflows int32 and saturates, as docs/algorithm.md#bias asks.
     space = SearchSpace(weight_bits=(14,), act_bits=(14,), act_clip=4.0, input_clip=1.0)
     net = build_supernet(model, x, space).eval()
     assert not any(t.startswith("bn") for t in _graph_targets(net))
@@ -220,18 +221,34 @@ def test_barrier_op_blocks_pruning_of_its_producers():
     net(torch.rand(2, 3, 8, 8)).sum().backward()
 
 
-@pytest.mark.parametrize("model_cls", [_Cat, _AvgPoolBetween])
+def test_concatenation_shares_one_quantizer_with_its_inputs():
+    """Issue 19: a channel concatenation is quantized like an add, on one grid shared with
+    its inputs (unsigned: both parts come out of a ReLU), so that integer export joins codes."""
+    net = build_supernet(_Cat(), torch.rand(1, 3, 8, 8), PRUNE)
+    layers = dict(net.layers())
+    slots = dict(net.activation_slots())
+    assert not {"c_input", "b", "cat"} & set(slots)  # one slot, led by 'a'
+    assert layers["c"].input_slot is slots["a"]
+    assert not slots["a"].quantizer.signed
+    net.train()
+    net(torch.rand(2, 3, 8, 8)).sum().backward()
+    net.eval()
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(net.harden()(x), net(x))
+
+
+@pytest.mark.parametrize("model_cls", [_AvgPoolBetween])
 def test_layer_after_off_grid_op_gets_own_input_quantizer(model_cls):
-    """A searchable layer fed by an op that leaves the grid (cat, average pool) gets its own
+    """A searchable layer fed by an op that leaves the grid (average pool) gets its own
     input quantizer, distinct from the one on its output (regression: they collided)."""
     net = build_supernet(model_cls(), torch.rand(1, 3, 8, 8), PRUNE)
-    layer = dict(net.layers())["c" if model_cls is _Cat else "b"]
+    layer = dict(net.layers())["b"]
     slots = dict(net.activation_slots())
-    name = "c" if model_cls is _Cat else "b"
+    name = "b"
     assert slots[f"{name}_input"] is layer.input_slot
     assert slots[name] is not slots[f"{name}_input"]
-    # ReLU before the average pool: unsigned. A cat is opaque to the converter: signed.
-    assert slots[f"{name}_input"].quantizer.signed is (model_cls is _Cat)
+    assert not slots[f"{name}_input"].quantizer.signed  # ReLU before the average pool
     net.train()
     net(torch.rand(2, 3, 8, 8)).sum().backward()
     net.eval()
@@ -244,14 +261,11 @@ def test_layer_after_off_grid_op_gets_own_input_quantizer(model_cls):
 # -- exclusion and overrides --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pattern", ["a*", "a?", "Conv2d-not-a-type"])
+@pytest.mark.parametrize("pattern", ["a*", "a?"])
 def test_exclude_by_glob_keeps_layers_float(pattern):
     model = randomize_bn(ResidualNet())
     net = build_supernet(model, torch.rand(1, 3, 16, 16), SearchSpace(exclude=(pattern,)))
     layers = dict(net.layers())
-    if pattern == "Conv2d-not-a-type":
-        assert "a1" in layers
-        return
     assert "a1" not in layers and "a2" not in layers
     assert type(net.net.a1) is nn.Conv2d and torch.equal(net.net.a1.weight, model.a1.weight)
     targets = _graph_targets(net)
@@ -259,6 +273,23 @@ def test_exclude_by_glob_keeps_layers_float(pattern):
     assert "bn_stem" not in targets
     net.eval()
     net(torch.rand(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (SearchSpace(exclude=("Conv2d-not-a-type",)),
+         r"^search\.exclude\[0\]: 'Conv2d-not-a-type' matches no layer of the model; remove it "
+         r"or use one of: stem, a1, a2, b1, b2, shortcut, fc$"),
+        (SearchSpace(exclude=("fc", "sortcut")),
+         r"^search\.exclude\[1\]: 'sortcut' matches no layer .*did you mean 'shortcut'"),
+        (SearchSpace(overrides=(LayerOverride("stme", weight_bits=(8,)),)),
+         r"^search\.layers\[stme\]: matches no layer .*did you mean 'stem'.*: stem, a1, "),
+    ],
+)
+def test_patterns_that_match_nothing_are_refused(space, message):
+    with pytest.raises(ConversionError, match=message):
+        build_supernet(randomize_bn(ResidualNet()), torch.rand(1, 3, 16, 16), space)
 
 
 @pytest.mark.parametrize("name", ["Linear", "nn.Linear", "torch.nn.Linear"])

@@ -1,5 +1,6 @@
-"""Hardening / export (SPEC §2.3, §6): the fixed-precision model equals the supernet's argmax
-model, 0-bit channels are physically removed in order, and the hard cost is the real size."""
+"""Hardening / export (docs/algorithm.md#export): the fixed-precision model equals the
+supernet's argmax model, 0-bit channels are physically removed in order, and the hard cost
+is the real size."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 import torchvision
 from tiny_nets import (
     DepthwiseNet,
+    GroupedResidualNet,
     PlainCNN,
     ResidualNet,
     calibrate_bn,
@@ -22,6 +24,7 @@ from mpsctl.models.registry import build_model
 from mpsctl.search.convert import build_supernet
 from mpsctl.search.space import SearchSpace
 from mpsctl.search.supernet import Supernet
+from mpsctl.stages.export import RELATIVE_TOLERANCE, output_difference
 
 SPACES = {
     "per_layer": SearchSpace(act_clip=2.0),
@@ -32,6 +35,7 @@ TINY = {
     "plain": (PlainCNN, (2, 3, 16, 16)),
     "residual": (ResidualNet, (2, 3, 16, 16)),
     "depthwise": (DepthwiseNet, (2, 3, 8, 8)),
+    "grouped": (GroupedResidualNet, (2, 3, 16, 16)),
 }
 
 
@@ -233,7 +237,8 @@ def test_residual_pruned_shapes_follow_the_shared_choice():
 
 
 def test_supernet_pruned_channels_are_exactly_zero():
-    """A 0-bit channel outputs exactly 0, bias included (SPEC §2.3), in eval and hard mode."""
+    """A 0-bit channel outputs exactly 0, bias included, in eval and hard mode
+    (docs/algorithm.md#pruning-with-0-bits)."""
     net, x = _tiny("plain", "prune")
     index = net.net.conv1.choice.assignment()
     assert (index == 0).any()
@@ -367,3 +372,22 @@ def test_single_precision_is_plain_qat_and_exports_exactly():
         assert torch.allclose(soft, net(x), atol=1e-6)
         assert torch.equal(net.harden()(x), net(x))
     assert isinstance(net.harden().net.fc, nn.Module)
+
+
+def test_residual_chain_pruned_to_nothing_exports_exactly():
+    """Issue 19 (regnet_x_400mf): every channel of a residual chain — the projection and the
+    conv after a grouped conv, which share one choice — prefers 0 bits by so much that the
+    float32 softmax underflows; min_channels revives one channel. `export` hardens in float32
+    and checks in float64: both must keep the same channel."""
+    net, x = _tiny("grouped", "prune")
+    chain = net.net.proj.choice
+    assert chain is net.net.c.choice and chain.can_prune
+    assert not net.net.b.choice.can_prune and not net.net.a.choice.can_prune  # grouped conv
+    with torch.no_grad():
+        chain.alpha[0] = chain.alpha[1:].amax(0) + 120.0
+    net.eval()
+    fixed = net.harden()
+    assert fixed.net.proj.weight.shape[0] == 1 and fixed.net.fc.weight.shape[1] == 1
+    check = output_difference(net, fixed, x)
+    assert check["output_scale"] > 0
+    assert check["max_abs_diff"] <= RELATIVE_TOLERANCE * max(check["output_scale"], 1.0)

@@ -125,3 +125,30 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:
     with torch.no_grad():
         model(x)
     return model.eval()
+
+
+class GroupedResidualNet(nn.Module):
+    """RegNet-X's block structure at toy size: stem, then a block whose 1×1 → grouped 3×3
+    (groups=2, not depthwise) → 1×1 branch is added to a 1×1 strided projection, ReLU,
+    global average pool, Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn_stem = nn.BatchNorm2d(8)
+        self.proj = nn.Conv2d(8, 12, 1, stride=2, bias=False)
+        self.bn_proj = nn.BatchNorm2d(12)
+        self.a = nn.Conv2d(8, 12, 1, bias=False)
+        self.bn_a = nn.BatchNorm2d(12)
+        self.b = nn.Conv2d(12, 12, 3, stride=2, padding=1, groups=2, bias=False)
+        self.bn_b = nn.BatchNorm2d(12)
+        self.c = nn.Conv2d(12, 12, 1, bias=False)
+        self.bn_c = nn.BatchNorm2d(12)
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        x = F.relu(self.bn_stem(self.stem(x)))
+        y = F.relu(self.bn_a(self.a(x)))
+        y = F.relu(self.bn_b(self.b(y)))
+        x = F.relu(self.bn_proj(self.proj(x)) + self.bn_c(self.c(y)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
