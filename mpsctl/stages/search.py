@@ -234,7 +234,6 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
     opt_w, sched_w = optimizer_for(net.weight_parameters(), s.optimizer, s.epochs, steps)
     opt_a, sched_a = optimizer_for(net.arch_parameters(), s.arch_optimizer, s.epochs, steps)
     net.set_mode(s.temperature.mode)
-    names = summary.cost_names(s.objective_costs(), net)
     dual = None
     if bounds:
         dual = DualAscent(net, bounds, steps_per_epoch=steps,
@@ -248,7 +247,9 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
     def after_epoch(epoch: int, stats) -> dict[str, Any]:
         argmax = evaluate(net, loaders.val, device)
         soft = evaluate_soft(net, loaders.val, device)
-        hard = summary.costs(net, names, hard=True)
+        # Which targets run the model depends on this epoch's argmax (DIANA runs 2- and 8-bit
+        # weights only), so the hard costs are chosen anew every epoch.
+        hard = summary.costs(net, summary.cost_names(s.objective_costs(), net), hard=True)
         temperature = _temperature(recipe, epoch)
         cost_text = ", ".join(f"{k} {format_cost(v)}" for k, v in hard.items())
         record = {
