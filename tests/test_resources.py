@@ -40,3 +40,11 @@ def test_bundled_file_spellings_and_escapes() -> None:
     assert bundled_file("recipes", str(REPO / "recipes" / "quickstart.yaml")) is None
     with pytest.raises(ValueError, match="recipes"):
         bundled_dir("widgets")
+
+
+def test_every_shipped_file_is_found_through_the_locator() -> None:
+    # A path built from a module's __file__ works in a checkout and breaks in a wheel.
+    package = REPO / "mpsctl"
+    offenders = [str(p.relative_to(REPO)) for p in package.rglob("*.py")
+                 if "__file__" in p.read_text()]
+    assert not offenders

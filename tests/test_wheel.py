@@ -79,12 +79,14 @@ def test_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
     where = json.loads(_run(
         root / "bin" / "python", "-c",
         "import json, mpsctl; from mpsctl.resources import bundled_dir as d;"
-        "print(json.dumps([mpsctl.__file__, str(d('recipes')), str(d('configs'))]))",
+        "from mpsctl.targets.constants import TARGETS_DIR as t;"
+        "print(json.dumps([mpsctl.__file__, str(d('recipes')), str(d('configs')), str(t)]))",
         cwd=work, env=env))
     package = Path(where[0]).parent
     assert package.is_relative_to(root) and not package.is_relative_to(REPO)
     assert Path(where[1]) == package / "recipes" and not Path(where[1]).is_symlink()
     assert (Path(where[2]) / "targets" / "ne16.yaml").is_file()  # the NE16 constants
+    assert Path(where[3]) == Path(where[2]) / "targets"  # every target's constants
     version = wheel.name.split("-")[1]
     assert _run(mpsctl, "--version", cwd=work, env=env).strip() == f"mpsctl {version}"
 

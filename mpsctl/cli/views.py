@@ -87,7 +87,7 @@ def show_export(result: dict) -> None:
     if "check" not in result:  # only the ONNX file of an already exported model
         _console.print(f"ONNX ({result['variant']}): {result['onnx']}, top-1 agreement "
                        f"{result['top1_agreement']:.4f}, max error {result['max_error_lsb']:g} "
-                       "LSB")
+                       f"LSB (drift {result.get('drift_max_lsb', 0):g} LSB)")
         return
     _console.print(layer_table(result["layers"], result.get("layer_costs"), "exported model"))
     _console.print(f"metrics (validation; test_* reported only): {_metrics(result['metrics'])}")
@@ -105,12 +105,11 @@ def show_finetune(result: dict) -> None:
 def show_refine(result: dict) -> None:
     table = Table(title=f"{result.get('latency', 'ne16')} (refine --target "
                         f"{result.get('target', 'ne16')})")
-    for col in ("layer", "before", "after"):
+    for col in ("layer", "before", "old heuristic", "after"):
         table.add_column(col, justify="right" if col != "layer" else "left")
-    for row in result["layers"]:
-        table.add_row(row["name"], format_cost(row["before"]), format_cost(row["after"]))
-    table.add_row("total", format_cost(result["total"]["before"]),
-                  format_cost(result["total"]["after"]))
+    for row in [*result["layers"], {"name": "total", **result["total"]}]:
+        table.add_row(row["name"], format_cost(row["before"]),
+                      format_cost(row["heuristic_cycles"]), format_cost(row["after"]))
     _console.print(table)
 
 

@@ -12,8 +12,9 @@ from mpsctl.enums import StrEnum
 
 #: A cost function evaluates ``f(p_in, p_w, cin, cout)`` for every pair of candidate input
 #: precision ``p_in`` (shape ``(n_in, 1)``) and weight precision ``p_w`` (shape ``(1, n_w)``),
-#: with ``cin`` the (possibly fractional) effective input channel count and ``cout`` the
-#: output channels of each weight-precision group (a scalar or shape ``(1, n_w)``).
+#: with ``cin`` the (possibly fractional) effective input channel count (a scalar, or shape
+#: ``(1, n_w)`` where it differs per group: see ``cost.expected``) and ``cout`` the output
+#: channels of each weight-precision group (a scalar or shape ``(1, n_w)``).
 #: It returns a tensor broadcastable to ``(n_in, n_w)``.
 LayerCostFn = Callable[["LayerGeometry", Tensor, Tensor, Tensor, Tensor], Tensor]
 
@@ -70,6 +71,10 @@ class CostModel:
     #: Activation precisions the target runs (None: any); a recipe that searches other
     #: activation precisions under this cost is refused.
     act_bits: tuple[int, ...] | None = None
+    #: Whether :meth:`exact_layer_cost` of a per-channel layer is the sum of what each
+    #: precision group costs alone; refine then finds its optimum by dynamic programming
+    #: (otherwise by enumerating every reachable set of channel counts).
+    groups_add_up: bool = False
 
     def group_costs(
         self, geom: LayerGeometry, p_in: Tensor, p_w: Tensor, cin: Tensor, cout: Tensor

@@ -95,7 +95,8 @@ def act_grid(slot: ActivationSlot) -> ActGrid:
     quantizer = slot.quantizer
     bits = slot.bits[int(slot.choice.assignment())]
     with torch.no_grad():
-        clip = quantizer.clip.detach().float().clamp_min(quantizer.floor)
+        clip = quantizer.clip.detach().float().clamp(quantizer.floor,
+                                                     getattr(quantizer, "clip_max", None))
         inv_scale = act_levels(bits, quantizer.signed) / clip
     return ActGrid(bits, quantizer.signed, float(clip), float(inv_scale))
 

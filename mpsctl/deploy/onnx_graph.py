@@ -36,6 +36,7 @@ from mpsctl.search.graph import (
     is_eval_identity,
     is_relu,
     permutation,
+    relu_bound,
     shape_of,
     slice_bounds,
     spatial_mean,
@@ -57,7 +58,6 @@ FORMAT = "mpsctl-onnx/1"
 ELEM = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8, "int32": TensorProto.INT32,
         "int64": TensorProto.INT64, "uint64": TensorProto.UINT64, "float32": TensorProto.FLOAT}
 _IDENTITY_METHODS = {"contiguous", "clone", "flatten", "view", "reshape"}
-_RELU6 = (nn.ReLU6,)
 _MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d)
 _ADAPTIVE_MAXPOOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d)
@@ -446,11 +446,13 @@ class GraphExporter:
         if kind == NodeKind.FLATTEN:
             return self._flatten(node, value)
         if is_relu(node, self.modules):
-            six = isinstance(module, _RELU6) or node.target is F.relu6
-            if six and (value.kind not in ("float", "acc") and (
-                    value.grid is None or value.grid.high * value.grid.scale > 6.0 + 1e-6)):
-                raise self._unsupported(node, "ReLU6 cuts a quantized range that reaches above 6")
-            return self._relu(node.name, value, six)
+            bound = relu_bound(node, self.modules)
+            top = None if bound == float("inf") else bound
+            if top is not None and (value.kind not in ("float", "acc") and (
+                    value.grid is None or value.grid.high * value.grid.scale > top * (1 + 1e-6))):
+                raise self._unsupported(
+                    node, f"a ReLU bounded at {top:g} cuts a quantized range that reaches above it")
+            return self._relu(node.name, value, top)
         if isinstance(module, _MAXPOOLS):
             return self._maxpool(node, value, module)
         if node.target in _MAXPOOL_FUNCTIONS:
@@ -509,12 +511,14 @@ class GraphExporter:
         return Value(out, value.kind, 2, value.scale, value.axis, value.grid, value.slot,
                       value.bound)
 
-    def _relu(self, name: str, value: Value, six: bool) -> Value:
+    def _relu(self, name: str, value: Value, top: float | None) -> Value:
+        """ReLU, or a ReLU bounded at ``top``; on codes of an unsigned grid that ends at or
+        below ``top`` (checked by the caller) it is a no-op."""
         if value.kind == "acc":
             value = Value(self._to_float(value, f"{name}/float"), "float", value.rank)
         if value.kind == "float":
-            if six:
-                lo, hi = np.float32(0), np.float32(6)
+            if top is not None:
+                lo, hi = np.float32(0), np.float32(top)
                 out = self.g.op("Clip", [value.name, self.g.const(f"{name}/lo", lo),
                                          self.g.const(f"{name}/hi", hi)], name)
             else:

@@ -167,7 +167,7 @@ class IntegerExporter(GraphExporter):
     def _folded_relu(self, node: fx.Node, value: Value) -> Value:
         """The ReLU of a quantizer call with ``relu=True``; the codes checked against the
         PyTorch model at this node are then the ones after it."""
-        out = self._relu(f"{node.name}/relu", value, six=False)
+        out = self._relu(f"{node.name}/relu", value, None)
         info = self.codes.get(value.name)
         if out.name != value.name and info is not None and info["node"] == node.name:
             self.codes[out.name] = self.codes.pop(value.name)
@@ -230,7 +230,9 @@ class IntegerExporter(GraphExporter):
         return x.reshape(codes.numel(), channels).T.contiguous()
 
     def _call(self, node: fx.Node, x: torch.Tensor) -> torch.Tensor:
-        rest = [a for a in node.args[1:]]
+        """Run one element-wise node of the model on ``x`` (its other arguments are
+        constants: the converter's barrier_op admits no second tensor)."""
+        rest = list(node.args[1:])
         if node.op == "call_module":
             return self.modules[node.target](x)
         if node.op == "call_function":
@@ -334,5 +336,8 @@ class IntegerExporter(GraphExporter):
                     part = self._as_int(node, part)
                 names.append(self._requantize(part, grid, part.rank, hint)[0])
         out = self.g.op("Concat", names, node.name, axis=1)
+        info = {"slot": self.slot_names[id(slot)], "storage": grid.storage, **grid.describe()}
+        self.codes[out] = {"node": users[0].name, **info}  # what its quantizer outputs
+        self.tensors[out] = {"role": "activation", **info}
         return Value(out, "codes", rank, np.array([grid.scale]), grid=grid, slot=slot,
                      bound=float(max(-grid.low, grid.high)))

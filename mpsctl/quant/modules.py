@@ -118,22 +118,36 @@ class LSQWeightQuantizer(WeightQuantizer):
 
 
 class PACTActivationQuantizer(nn.Module):
-    """PACT with a learned clip (unsigned, or signed where no ReLU follows)."""
+    """PACT with a learned clip (unsigned, or signed where no ReLU follows).
+
+    ``clip_max`` bounds the clip where a bounded activation (ReLU6, ``Hardtanh(0, m)``)
+    follows: above the bound the activation would cut the quantized range and its gradient
+    is exactly 0 there, so a clip that got above could never come back. The clip starts at
+    or below the bound and is projected back onto it before every training forward.
+    """
 
     def __init__(
         self, bits: Sequence[int], clip: float = 6.0, signed: bool = False, floor: float = 1e-3,
-        compiled: bool | None = None,
+        compiled: bool | None = None, clip_max: float | None = None,
     ) -> None:
         super().__init__()
         self.bits = tuple(int(b) for b in bits)
         self.compiled = compiler_allowed() if compiled is None else bool(compiled)
         self.signed = signed
         self.floor = floor
-        self.clip = nn.Parameter(torch.tensor(float(clip)))
+        if clip_max is not None and not clip_max > floor:
+            raise ValueError(f"clip_max must exceed the clip floor {floor}, got {clip_max}")
+        self.clip_max = None if clip_max is None else float(clip_max)
+        start = float(clip) if clip_max is None else min(float(clip), self.clip_max)
+        self.clip = nn.Parameter(torch.tensor(start))
 
     def _clip(self) -> Tensor:
-        # Floor the value but keep the gradient, so a large step cannot divide by zero.
-        return self.clip + (self.clip.clamp_min(self.floor) - self.clip).detach()
+        if self.clip_max is not None and self.training:
+            with torch.no_grad():  # projection: the optimizer may have stepped past the bound
+                self.clip.clamp_(max=self.clip_max)
+        # Floor (and bound) the value but keep the gradient, so a large step cannot divide by
+        # zero (and a clip read from elsewhere cannot exceed the bound).
+        return self.clip + (self.clip.clamp(self.floor, self.clip_max) - self.clip).detach()
 
     def mixed(self, x: Tensor, theta: Tensor, relu: bool = False) -> Tensor:
         return mixed_pact_quantize(x, self._clip().to(x.dtype), theta.to(x.dtype), self.bits,
@@ -148,7 +162,8 @@ class PACTActivationQuantizer(nn.Module):
         return torch.stack([act_scale(clip, b, self.signed) for b in self.bits])
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, signed={self.signed}"
+        bound = "" if self.clip_max is None else f", clip_max={self.clip_max:g}"
+        return f"bits={self.bits}, signed={self.signed}{bound}"
 
 
 WeightQuantizerFactory = Callable[..., WeightQuantizer]

@@ -19,8 +19,9 @@ from mpsctl.quant.fused import Direction
 def channel_absmax(weight: Tensor, input_mask: Tensor | None = None) -> Tensor:
     """``max|W[c]|`` over every axis but the first (detached); 1 where a channel is all zero.
 
-    ``input_mask`` (bool, one per input channel/feature) leaves out weights that read
-    channels a producer has pruned, so the statistic is the one the exported layer has.
+    ``input_mask`` (one per input channel/feature) weights each input's ``|W|``: a bool mask
+    leaves out weights that read channels a producer has pruned (the statistic of the
+    exported layer); a probability in [0, 1] gives the search's smooth statistic.
     """
     w = weight.detach().abs()
     if input_mask is not None:

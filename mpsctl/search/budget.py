@@ -9,10 +9,12 @@ Plain numbers only: the recipe layer turns ``24KiB`` or ``10%`` into a :class:`B
   ``log λ_b`` after every step by ``rate / steps_per_epoch · log(cost_b / budget_b)`` (the
   log clipped to ±1, ``rate`` 0.5): up while the model is over budget, down while it is
   under, by at most a factor e^0.5 per epoch. The cost followed is the expected one by
-  default: the argmax cost jumps when all channels of a layer flip together, and following
-  it overshot on the quickstart; at the search's low final temperatures the two agree. ``λ`` starts at a hundredth of the strength whose
-  gradient on the logits is as large as the task loss's on the first batch (one batch's
-  gradient is mostly noise that Adam averages away; its steady part is far smaller).
+  default: it moves smoothly with the logits, while the argmax cost jumps when the channels
+  of a layer (all starting from the same logits) flip together; at the search's low final
+  temperatures the two agree.
+  ``λ`` starts at a hundredth of the strength whose gradient on the logits is as large as
+  the task loss's on the first batch (one batch's gradient is mostly noise that Adam
+  averages away; its steady part is far smaller).
 - :func:`project` changes the argmax assignment until every budget holds. It lowers, one
   channel (or one per-layer choice) at a time, the choice whose logit margin over the
   lower candidate is smallest per unit of excess cost it removes: the search was least sure
@@ -460,7 +462,8 @@ class DualAscent:
         the cost terms would pull on the logits as hard as one batch's task loss, shared
         among the budgets. The cost's pull is the same at every step while the task's is
         mostly noise, so a much smaller start lets the task lead while the strength adapts:
-        with a tenth, all channels of a layer drifted down together on the quickstart."""
+        with a tenth, the quickstart's argmax cost fell from 322 % to 14 % of a 10 % budget
+        in its second epoch."""
         alphas = [c.alpha for _, c in self.net.choices() if c.alpha is not None]
         norms = [_grad_norm(task, alphas)]
         norms += [_grad_norm(normalised[b], alphas) for b in self.budgets]

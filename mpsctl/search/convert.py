@@ -30,6 +30,7 @@ from mpsctl.search.graph import (
     flatten_factor,
     is_relu,
     module_path,
+    relu_bound,
     shape_of,
 )
 from mpsctl.search.layers import ActivationSlot, SearchableLayer
@@ -415,7 +416,9 @@ class _Converter:
                 self.space.act_bits_for, "act_bits",
             )
             signed = any(self._needs_signed(m) for m in members)
-            modules[leader] = self._slot(leader, bits, signed)
+            bounds = [self._bound_after(m) for m in members]
+            clip_max = None if None in bounds else max(bounds)
+            modules[leader] = self._slot(leader, bits, signed, clip_max=clip_max)
         for n in pre_quantized:
             bits, _ = self.space.act_bits_for(f"{n.target}.input")
             signed = not self._relu_upstream(n.args[0])
@@ -424,7 +427,9 @@ class _Converter:
             pre[n] = self._slot(n, bits, signed, pre=True)
         return modules, pre
 
-    def _slot(self, node: fx.Node, bits, signed: bool, pre: bool = False) -> ActivationSlot:
+    def _slot(
+        self, node: fx.Node, bits, signed: bool, pre: bool = False, clip_max: float | None = None
+    ) -> ActivationSlot:
         is_input = node.op == "placeholder"
         name = "input" if is_input else str(node.target if node.op == "call_module" else node)
         if pre:
@@ -432,12 +437,22 @@ class _Converter:
         kind, options = self.space.act_quantizer_for(name)
         clip = self.space.input_clip if is_input else self.space.act_clip
         options = {"clip": clip, **options}
+        if clip_max is not None:
+            options["clip_max"] = clip_max
         try:
             quantizer = make_activation_quantizer(kind, bits, signed=signed,
                                                   compiled=self.compiled, **options)
         except (TypeError, ValueError) as exc:
             raise ConversionError(f"search.layers[{name}]: {exc}") from None
         return ActivationSlot(quantizer, PrecisionChoice(bits))
+
+    def _bound_after(self, node: fx.Node) -> float | None:
+        """The largest upper end of the bounded ReLUs (ReLU6, Hardtanh(0, m)) that are the
+        only consumers of ``node``; None if any consumer is unbounded or no ReLU."""
+        if node.op == "placeholder" or not self.follows_relu_only(node):
+            return None
+        bound = max(relu_bound(u, self.modules) for u in node.users)
+        return None if bound == float("inf") else bound
 
     def _needs_signed(self, node: fx.Node) -> bool:
         if node.op == "placeholder":
@@ -527,7 +542,8 @@ class _Converter:
         """A ReLU right after an unsigned quantizer changes nothing (its input is ≥ 0 by
         construction), so it is removed; one right after a signed quantizer that feeds only
         it is folded into the quantizer call (``relu=True``). Either way one pass forward and
-        one backward are saved per ReLU."""
+        one backward are saved per ReLU. A bounded ReLU (ReLU6, Hardtanh(0, m)) goes too after
+        an unsigned quantizer whose clip is bounded by ``m``: it could cut nothing."""
         graph = self.gm.graph
         for node in list(graph.nodes):
             if not (node.op == "call_module" and self.kind(node) == NodeKind.QUANT):
@@ -535,11 +551,17 @@ class _Converter:
             signed = self.modules[str(node.target)].quantizer.signed
             users = list(node.users)
             for user in users:
-                plain_relu = is_relu(user, self.modules) and not _is_relu6(user, self.modules)
-                if not (plain_relu and user.all_input_nodes == [node]
-                        and set(user.kwargs) <= {"inplace"}):
+                bound = relu_bound(user, self.modules)
+                if bound is None or user.all_input_nodes != [node] or not (
+                        set(user.kwargs) <= {"inplace", "min_val", "max_val"}):
                     continue
-                if signed:
+                if bound != float("inf"):
+                    # A bounded ReLU is a no-op only after an unsigned quantizer whose clip
+                    # cannot exceed its bound (then it goes; else it stays).
+                    limit = getattr(self.modules[str(node.target)].quantizer, "clip_max", None)
+                    if signed or limit is None or limit > bound:
+                        continue
+                elif signed:
                     if len(users) != 1:
                         continue
                     node.kwargs = {**node.kwargs, "relu": True}
@@ -552,12 +574,6 @@ class _Converter:
         while self.kind(src) != NodeKind.QUANT:
             src = src.all_input_nodes[0]
         return self.modules[str(src.target)]
-
-
-def _is_relu6(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), nn.ReLU6)
-    return node.op == "call_function" and node.target is torch.nn.functional.relu6
 
 
 def _listing(names: list[str], limit: int = 12) -> str:

@@ -4,6 +4,16 @@
 ``Cout_j = Cout``; per channel, ``w_j = 1`` and ``Cout_j = Σ_c θ_{j,c}`` (each channel counted
 once, see docs/algorithm.md#expected-cost). ``Cin_eff`` is the producer's non-pruned
 channel mass (× the spatial size where a flatten sits between). 0-bit groups cost nothing.
+
+Where a layer's input channels and its output channels are one choice (a pointwise conv in a
+depthwise→pointwise→add group, ``conv(x) + x``), they are not independent: a channel kept at
+the output is also kept at the input. The product of the two expectations then undercounts;
+the layer gets, per weight group ``j``, the exact ``E[Cin · n_j] / E[n_j]`` instead (``n_j``
+the channels at precision ``j``), which makes costs bilinear in (Cin, Cout), like
+``params_bit`` and ``bitops``, equal to their expectation over channels sampled from θ.
+
+Hard costs (one-hot θ) are counted in float64, so that they are exact integers for any layer
+a model can have (float32 is off by thousands at 1e12 bit-operations).
 """
 
 from __future__ import annotations
@@ -27,15 +37,15 @@ def expected_theta(choice: PrecisionChoice) -> Tensor:
 
 
 def hard_theta(choice: PrecisionChoice) -> Tensor:
-    """One-hot θ of the argmax assignment (what export produces)."""
-    return choice.one_hot().to(_device(choice))
+    """One-hot θ of the argmax assignment (what export produces), in float64."""
+    return choice.one_hot().to(_device(choice), torch.float64)
 
 
 @functools.lru_cache(maxsize=256)
-def _bits_tensor(bits: tuple[int, ...], device: torch.device) -> Tensor:
-    """Candidate precisions as a float tensor, built once per (bits, device): the cost is
-    evaluated every step and should not rebuild constants."""
-    return torch.tensor(bits, dtype=torch.float32, device=device)
+def _bits_tensor(bits: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Candidate precisions as a float tensor, built once per (bits, device, dtype): the cost
+    is evaluated every step and should not rebuild constants."""
+    return torch.tensor(bits, dtype=dtype, device=device)
 
 
 def _device(choice: PrecisionChoice) -> torch.device:
@@ -47,8 +57,25 @@ def kept_channels(choice: PrecisionChoice, theta_fn: ThetaFn) -> Tensor:
     """Expected (or exact) number of output channels that are not pruned."""
     theta = theta_fn(choice)
     if not (choice.per_channel and choice.can_prune):
-        return torch.tensor(float(choice.channels or 0), device=theta.device)
+        return torch.tensor(float(choice.channels or 0), device=theta.device, dtype=theta.dtype)
     return choice.channels - theta[0].sum()
+
+
+def shared_input_channels(theta: Tensor) -> Tensor:
+    """``E[kept · n_j] / E[n_j]`` per precision ``j`` (shape ``(n,)``), where one per-channel
+    pruning choice θ ``(n, C)`` (0 bits first) gives both a layer's input and output channels.
+
+    With ``q_c = 1 - θ_{0,c}`` and channels drawn independently,
+    ``E[kept · n_j] = Σ_c θ_{j,c} (Σ_{c'≠c} q_{c'} + [j ≠ 0])``: a channel counted at a
+    non-zero precision is itself kept. Where ``E[n_j] = 0`` this is the plain ``E[kept]``.
+    """
+    keep = 1 - theta[0]
+    total = keep.sum()
+    mass = theta.sum(1)
+    live = torch.ones_like(mass)
+    live[0] = 0
+    joint = total * mass - (theta * keep).sum(1) + live * mass
+    return torch.where(mass > 0, joint / mass.clamp_min(1e-30), total.expand_as(mass))
 
 
 def layer_cost(
@@ -63,14 +90,16 @@ def layer_cost(
     slot = layer.input_slot
     theta_w = theta_fn(choice)
     theta_in = theta_fn(slot.choice)
-    device = theta_w.device
-    p_w = _bits_tensor(choice.bits, device)
-    p_in = _bits_tensor(slot.bits, device).unsqueeze(1)
+    device, dtype = theta_w.device, theta_w.dtype
+    p_w = _bits_tensor(choice.bits, device, dtype)
+    p_in = _bits_tensor(slot.bits, device, dtype).unsqueeze(1)
     producer = cin_source[0] if cin_source is not None else None
     if producer is None or not (producer.per_channel and producer.can_prune):
         # A producer that cannot prune (e.g. a per-layer choice, whose ``channels`` is None)
         # passes every channel: the layer's own static input count is exact.
-        cin = torch.tensor(float(geom.cin), device=device)
+        cin = torch.tensor(float(geom.cin), device=device, dtype=dtype)
+    elif producer is choice:
+        cin = (shared_input_channels(theta_w) * cin_source[1]).unsqueeze(0)
     else:
         cin = kept_channels(producer, theta_fn) * cin_source[1]
     if choice.per_channel:

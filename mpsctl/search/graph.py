@@ -127,7 +127,8 @@ def classify(node: fx.Node, modules: dict[str, nn.Module], layers: set[str]) -> 
         if isinstance(module, nn.Flatten):
             return NodeKind.FLATTEN if _is_flatten(node) else NodeKind.BARRIER
         if isinstance(module, VALUE_MODULES) or _zero_pad_module(node, module) or (
-                _nearest_module(module)) or type(module).__name__ in EVAL_IDENTITY_MODULES:
+                _nearest_module(module)) or type(module).__name__ in EVAL_IDENTITY_MODULES or (
+                relu_bound(node, modules) is not None):
             return NodeKind.VALUE
         if isinstance(module, CHANNEL_MODULES):
             return NodeKind.CHANNEL
@@ -145,7 +146,7 @@ def classify(node: fx.Node, modules: dict[str, nn.Module], layers: set[str]) -> 
         if fn is torch.flatten:
             return NodeKind.FLATTEN if _is_flatten(node) else NodeKind.BARRIER
         if (fn in VALUE_FUNCTIONS or _zero_pad_call(node) or _nearest_call(node)
-                or is_eval_identity(node, modules)):
+                or is_eval_identity(node, modules) or relu_bound(node, modules) is not None):
             return NodeKind.VALUE
         if fn in CHANNEL_FUNCTIONS or spatial_mean(node):
             return NodeKind.CHANNEL
@@ -246,11 +247,41 @@ def spatial_mean(node: fx.Node) -> bool:
 
 
 def is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """ReLU, ReLU6 or a Hardtanh whose lower end is 0 (a ReLU clipped above)."""
+    return relu_bound(node, modules) is not None
+
+
+def relu_bound(node: fx.Node, modules: dict[str, nn.Module]) -> float | None:
+    """Upper end of a ReLU-like op: ``inf`` for ReLU, 6 for ReLU6, ``max_val`` for a
+    ``Hardtanh(0, max_val)``; None if ``node`` is no ReLU."""
     if node.op == "call_module":
-        return isinstance(modules.get(node.target), RELU_MODULES)
+        module = modules.get(node.target)
+        if isinstance(module, nn.ReLU6):
+            return 6.0
+        if isinstance(module, nn.ReLU):
+            return float("inf")
+        if isinstance(module, nn.Hardtanh) and module.min_val == 0 and module.max_val > 0:
+            return float(module.max_val)
+        return None
     if node.op == "call_function":
-        return node.target in RELU_FUNCTIONS
-    return node.op == "call_method" and node.target in RELU_METHODS
+        if node.target is F.relu6:
+            return 6.0
+        if node.target in RELU_FUNCTIONS:
+            return float("inf")
+        if node.target is F.hardtanh:
+            low, high = _hardtanh_range(node)
+            return high if low == 0 and high > 0 else None
+        return None
+    return float("inf") if node.op == "call_method" and node.target in RELU_METHODS else None
+
+
+def _hardtanh_range(node: fx.Node) -> tuple[float | None, float | None]:
+    args = list(node.args[1:3])
+    low = node.kwargs.get("min_val", args[0] if args else -1.0)
+    high = node.kwargs.get("max_val", args[1] if len(args) > 1 else 1.0)
+    if not all(isinstance(v, int | float) for v in (low, high)):
+        return None, None
+    return float(low), float(high)
 
 
 def module_path(node: fx.Node) -> str:

@@ -123,14 +123,23 @@ class SearchableLayer(nn.Module):
             return int((producer.assignment() != 0).sum()) * factor
         return self.geometry.cin
 
-    def _weight_absmax(self) -> Tensor | None:
-        """Per-channel ``max|W|`` over the input channels the producer keeps, when it prunes
-        some (so the supernet quantizes exactly as the exported layer will); else None."""
+    def _weight_absmax(self, soft: bool = False) -> Tensor | None:
+        """Per-channel ``max|W|`` when the producer can prune input channels; else None.
+
+        Hard (eval, frozen, export): over the input channels the producer keeps, so the
+        supernet quantizes exactly as the exported layer will. Soft (training): each input
+        channel's ``|W|`` weighted by the producer's keep probability ``1 - θ_0`` of this
+        step, which is continuous in α (an argmax flip no longer jumps the statistic) and
+        equals the hard statistic once θ is one-hot.
+        """
         if self.cin_source is None:
             return None
         producer, factor = self.cin_source
         if not (producer.per_channel and producer.can_prune):
             return None
+        if soft:
+            keep = (1 - producer.theta()[0]).detach().to(self.weight.dtype)
+            return channel_absmax(self.weight, keep.repeat_interleave(factor))
         alive = producer.assignment() != 0
         if bool(alive.all()):
             return None
@@ -140,9 +149,9 @@ class SearchableLayer(nn.Module):
         """The effective weight and bias this layer computes with right now."""
         choice: PrecisionChoice = self.choice
         slot: ActivationSlot = self.input_slot
-        absmax = self._weight_absmax()
         quantizer = self.weight_quantizer
         if choice.is_fixed or not self.training:
+            absmax = self._weight_absmax()
             index = choice.assignment()
             weight = quantizer.fixed(self.weight, index, absmax)
             if self.bias is None:
@@ -150,6 +159,7 @@ class SearchableLayer(nn.Module):
             s_in = slot.scales()[int(slot.choice.assignment())]
             s_w = quantizer.fixed_scales(self.weight, index, absmax)
             return weight, quantize_bias(self.bias, s_in * s_w)
+        absmax = self._weight_absmax(soft=True)
         theta_w = choice.theta()
         weight = quantizer.mixed(self.weight, theta_w, absmax)
         if self.bias is None:

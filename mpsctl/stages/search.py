@@ -247,8 +247,7 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
     def after_epoch(epoch: int, stats) -> dict[str, Any]:
         argmax = evaluate(net, loaders.val, device)
         soft = evaluate_soft(net, loaders.val, device)
-        # Which targets run the model depends on this epoch's argmax (DIANA runs 2- and 8-bit
-        # weights only), so the hard costs are chosen anew every epoch.
+        # the targets that run the argmax model change as its precisions do
         hard = summary.costs(net, summary.cost_names(s.objective_costs(), net), hard=True)
         temperature = _temperature(recipe, epoch)
         cost_text = ", ".join(f"{k} {format_cost(v)}" for k, v in hard.items())
@@ -319,15 +318,20 @@ def _finish(
 
 @torch.no_grad()
 def evaluate_soft(net: Supernet, loader, device: torch.device) -> dict[str, float]:
-    """Accuracy of the soft supernet (θ mixture, no Gumbel noise) on ``loader``."""
+    """Accuracy of the soft supernet (θ mixture, no Gumbel noise) on ``loader``.
+
+    Only the choices and quantizers run in training mode (that is what makes them mix);
+    everything else (dropout above all) is in eval mode, as for any measured accuracy.
+    """
     mode = next((c.mode for _, c in net.choices()), "softmax")
     net.set_mode("softmax")
     net.soft_eval()
     correct = seen = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        correct += int((net(x).argmax(1) == y).sum())
-        seen += y.numel()
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += int((net(x).argmax(1) == y).sum())
+            seen += y.numel()
     net.set_mode(mode)
     net.eval()
     return {"accuracy": correct / max(seen, 1)}

@@ -21,9 +21,10 @@ import yaml
 from torch import Tensor
 
 from mpsctl.errors import UserError
+from mpsctl.resources import bundled_dir
 
-#: The folder of the shipped constants files (``<name>.yaml``).
-TARGETS_DIR = Path(__file__).parents[2] / "configs" / "targets"
+#: The folder of the shipped constants files (``<name>.yaml``), in a wheel or a checkout.
+TARGETS_DIR = bundled_dir("configs") / "targets"
 
 #: Largest bit width a look-up table may name (the recipe's limit too).
 MAX_TABLE_BITS = 16

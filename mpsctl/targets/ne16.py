@@ -158,7 +158,9 @@ def ne16_job_cycles(
     Tensors in ``ko``/``ki``/``bits`` give a differentiable tensor (straight-through integer
     helpers); plain integers give an exact integer. Linear layers are 1x1 convs on a 1x1 map,
     whatever ``kernel``/``out_hw`` say. Kernels other than 3x3/1x1 become ``n3`` 3x3 jobs plus
-    ``n1`` 1x1 jobs on the same output; a depthwise kernel's pieces all run as depthwise jobs.
+    ``n1`` 1x1 jobs on the same output. NE16's only depthwise mode is 3x3, so a depthwise
+    ``kh x kw`` kernel is estimated as ``ceil(kh/3) * ceil(kw/3)`` depthwise 3x3 jobs (the
+    kernel zero-padded to 3x3 pieces) and no 1x1 jobs.
     """
     if kind not in KINDS:
         raise ValueError(f"NE16 latency: unknown layer kind {kind!r}; expected one of {KINDS}")
@@ -170,9 +172,9 @@ def ne16_job_cycles(
     if min(kh, kw) < 1 or min(ho, wo) < 0:
         raise ValueError(f"NE16 latency: bad kernel {kernel} or output size {out_hw}")
     _check_numbers(ko=ko, ki=ki, bits=bits)
-    n3, n1 = _decompose(kh, kw)
-    n_sp = cdiv(ho, c.spatial_tile) * cdiv(wo, c.spatial_tile)
     depthwise = kind == LayerKind.DEPTHWISE
+    n3, n1 = ((kh + 2) // 3 * ((kw + 2) // 3), 0) if depthwise else _decompose(kh, kw)
+    n_sp = cdiv(ho, c.spatial_tile) * cdiv(wo, c.spatial_tile)
     total: Quantity = 0
     if n3:
         total = total + n3 * _tiles("depthwise" if depthwise else "3x3", ko, ki, bits, c)
@@ -230,6 +232,7 @@ class NE16CostModel(CostModel):
 
     name = "ne16"
     act_bits = (8,)
+    groups_add_up = True  # one NE16 job per precision group
 
     def __init__(self, constants: NE16Constants | None = None) -> None:
         self.constants = constants if constants is not None else default_constants()

@@ -6,6 +6,7 @@ import importlib.util
 import struct
 
 import pytest
+from conftest import write_recipe
 
 
 def test_export_onnx_from_search_checkpoint(cli, recipe, tmp_path):
@@ -64,3 +65,27 @@ def test_conv1d_keyword_spotting_recipe_to_integer_onnx(cli, tmp_path):
 
     ops = {node.op_type for node in onnx.load(tmp_path / "kws.onnx").graph.node}
     assert "ConvInteger" in ops and "Conv" not in ops
+
+
+@pytest.mark.slow
+def test_torchvision_model_from_search_to_both_onnx_variants(cli, tmp_path):
+    """Issue 19 end to end: mobilenet_v3_small (Hardswish, squeeze-and-excitation) searched
+    per channel with pruning for one epoch on fake data, exported, written as integer and
+    QDQ ONNX; `report` says both formats are supported."""
+    pytest.importorskip("onnxruntime")
+
+    path = write_recipe(
+        tmp_path, name="tv",
+        model={"name": "torchvision:mobilenet_v3_small", "width_mult": 0.5, "num_classes": 10},
+        data={"name": "fake", "shape": [3, 32, 32], "num_classes": 10, "size": 32,
+              "val_size": 16, "batch_size": 16},
+    )
+    search = cli.json("search", path)
+    out = cli.json("export", search["checkpoint"], "--onnx", tmp_path / "tv.onnx")
+    assert out["check"]["max_abs_diff"] <= 1e-5 * max(out["check"]["output_scale"], 1.0)
+    assert out["onnx"]["max_error_lsb"] <= 1
+    qdq = cli.json("export", out["checkpoint"], "--onnx", tmp_path / "tv-qdq.onnx",
+                   "--onnx-variant", "qdq")
+    assert qdq["max_error_lsb"] <= 1 and qdq["forced_top1_agreement"] >= 0.99
+    report = cli.json("report", out["checkpoint"])
+    assert report["deployment"]["integer"] is None and report["deployment"]["qdq"] is None

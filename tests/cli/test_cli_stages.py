@@ -79,6 +79,11 @@ def test_refine_then_export_and_finetune(cli, tmp_path):
     refine = cli.json("refine", search["checkpoint"], "--target", "ne16")
     assert refine["total"]["after"] <= refine["total"]["before"]
     assert all(r["after"] <= r["before"] for r in refine["layers"])
+    # the exact search is never worse than the earlier heuristic (summed over shared layers)
+    total = refine["total"]
+    assert total["after"] <= total["heuristic_cycles"] <= total["before"]
+    assert refine["total"]["heuristic_cycles"] == sum(r["heuristic_cycles"]
+                                                      for r in refine["layers"])
     twice = cli.json("refine", refine["checkpoint"])
     assert twice["total"]["after"] == refine["total"]["after"]
     export = cli.json("export", refine["checkpoint"])

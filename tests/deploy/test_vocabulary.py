@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 
 from mpsctl.deploy import export_onnx  # noqa: E402
 from mpsctl.errors import ConversionError  # noqa: E402
@@ -95,3 +96,88 @@ def test_same_padding_is_made_explicit_and_even_kernels_refused() -> None:
     even = nn.Sequential(nn.Conv2d(3, 4, 2, padding="same"))
     with pytest.raises(ConversionError, match="padding='same' with kernel \\(2, 2\\)"):
         build_supernet(even, x, SearchSpace())
+
+
+class ModernBlock(nn.Module):
+    """One of each of the newer vocabulary: a channel shuffle (view, transpose, chunk),
+    concatenation, an activation ``act``, squeeze-and-excitation (mean, sigmoid-like gate,
+    multiply), a BatchNorm after a concatenation (not foldable), stochastic depth."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        from torchvision.ops import StochasticDepth
+
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.branch = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = act
+        self.norm = nn.BatchNorm2d(8)
+        self.fc1 = nn.Conv2d(8, 4, 1)
+        self.fc2 = nn.Conv2d(4, 8, 1)
+        self.gate = nn.Hardsigmoid()
+        self.proj = nn.Conv2d(8, 8, 1)
+        self.drop = StochasticDepth(0.2, "row")
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        a, b = x.chunk(2, dim=1)
+        x = torch.cat([a, self.act(self.branch(b))], 1)
+        y = self.act(self.norm(x))
+        s = self.gate(self.fc2(torch.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+        x = x + self.drop(self.proj(y * s))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(torch.relu(x), 1), 1))
+
+
+ACTIVATIONS = {"hardswish": nn.Hardswish(), "silu": nn.SiLU(), "sigmoid": nn.Sigmoid(),
+               "gelu": nn.GELU(), "tanh": nn.Tanh(), "hardsigmoid": nn.Hardsigmoid()}
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_modern_vocabulary_exports_exactly(act, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(32, 3, 12, 12)
+    model = calibrate_bn(ModernBlock(ACTIVATIONS[act]), x)
+    net = build_supernet(model, x[:2], SPACES["prune"])
+    fixed = net.eval().harden()
+    with torch.no_grad():
+        assert torch.equal(fixed(x), net(x))
+        fixed.net.head.bias -= fixed(x).mean(0)  # so that predictions vary over the batch
+        assert fixed(x).argmax(1).unique().numel() > 1
+    for variant in ("integer", "qdq"):
+        summary = export_onnx(fixed, x, tmp_path / f"{variant}.onnx", variant)
+        assert summary["max_error_lsb"] <= 1 and summary["forced_top1_agreement"] >= 0.99
+        ops = {n.op_type for n in onnx.load(str(tmp_path / f"{variant}.onnx")).graph.node}
+        if variant == "integer":  # integer only: tables, no float activation or Conv
+            assert {"Gather", "Concat", "Transpose", "Slice"} <= ops
+            assert not ops & {"Conv", "Sigmoid", "HardSwish", "HardSigmoid", "Tanh", "Erf"}
+        else:
+            assert {"Concat", "QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+class KeywordNet(nn.Module):
+    """A Conv1d keyword-spotting net written with ``x.view`` and functional pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(10, 16, 5, padding="same")
+        self.b1 = nn.BatchNorm1d(16)
+        self.c2 = nn.Conv1d(16, 16, 3, padding=1, groups=16)
+        self.fc = nn.Linear(16 * 8, 4)
+
+    def forward(self, x):
+        x = F.relu(self.b1(self.c1(x)))
+        x = F.max_pool1d(F.relu(self.c2(x)), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+@pytest.mark.parametrize("space", list(SPACES))
+def test_conv1d_keyword_net_with_view_exports(space, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(32, 10, 16)
+    net = build_supernet(calibrate_bn(KeywordNet(), x), x[:2], SPACES[space])
+    fixed = net.eval().harden()
+    for variant in ("integer", "qdq"):
+        summary = export_onnx(fixed, x, tmp_path / f"{variant}.onnx", variant)
+        assert summary["max_error_lsb"] <= 1 and summary["forced_top1_agreement"] >= 0.99

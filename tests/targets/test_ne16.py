@@ -96,6 +96,14 @@ def test_kernel_decomposition() -> None:
     assert ne16_job_cycles("conv", (3, 1), (8, 8), 40, 24, 4) == 3 * one
 
 
+def test_depthwise_kernels_become_3x3_depthwise_jobs_only() -> None:
+    """NE16 has no 1x1 depthwise mode: a k x k depthwise kernel is ceil(k/3)^2 zero-padded
+    3x3 depthwise jobs (5x5 -> 4, 7x7 -> 9, 1x1 -> 1, 5x3 -> 2), never extra 1x1 jobs."""
+    three = ne16_job_cycles("depthwise", (3, 3), (8, 8), 40, 40, 4)
+    for kernel, jobs in [((5, 5), 4), ((7, 7), 9), ((1, 1), 1), ((5, 3), 2), ((2, 2), 1)]:
+        assert ne16_job_cycles("depthwise", kernel, (8, 8), 40, 40, 4) == jobs * three
+
+
 def test_zero_channels_and_zero_bits_are_free() -> None:
     assert ne16_job_cycles("conv", (3, 3), (32, 32), 0, 16, 8) == 0
     assert ne16_layer_cycles(E1, {0: 12, 8: 0}, cin=16) == 0

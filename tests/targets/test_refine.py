@@ -1,6 +1,11 @@
-"""NE16 refinement (docs/algorithm.md#refine-for-ne16): the worked example and its guarantees."""
+"""Refinement (docs/algorithm.md#refine-for-ne16): the worked example, its guarantees and
+optimality by brute force."""
 
 from __future__ import annotations
+
+import itertools
+import random
+import time
 
 import pytest
 import torch
@@ -8,8 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpsctl.cost.base import LayerGeometry
-from mpsctl.targets.ne16 import ne16_layer_cycles
-from mpsctl.targets.refine import channel_counts, refine_channel_assignment
+from mpsctl.targets.ne16 import NE16Constants, ne16_layer_cycles
+from mpsctl.targets.refine import (
+    ENUMERATION_LIMIT,
+    Additive,
+    channel_counts,
+    heuristic_counts,
+    optimal_counts,
+    promote,
+    refine_channel_assignment,
+)
 
 E1 = LayerGeometry("conv", cin=16, cout=32, kernel=(3, 3), out_hw=(32, 32))
 GEOMS = [
@@ -20,8 +33,12 @@ GEOMS = [
 ]
 
 
-def _latency(geom: LayerGeometry):
-    return lambda counts: ne16_layer_cycles(geom, counts, cin=geom.cin)
+def _latency(geom: LayerGeometry, constants: NE16Constants | None = None):
+    return lambda counts: ne16_layer_cycles(geom, counts, geom.cin, constants)
+
+
+def _additive(geom: LayerGeometry, constants: NE16Constants | None = None) -> Additive:
+    return Additive(lambda b, n: ne16_layer_cycles(geom, {b: n}, geom.cin, constants))
 
 
 def _e1_assignment() -> torch.Tensor:
@@ -61,16 +78,26 @@ def test_moved_channels_follow_the_destination_logit() -> None:
     assert chosen.tolist() == [0, 0, 1, 1]  # highest 8-bit logit among the 2-bit channels
 
 
-def test_cascade_moves_use_current_precision() -> None:
-    # {2: 0, 4: 2, 8: 2} is reachable only by pass B: both 2-bit channels go to 4-bit, then
-    # one 4-bit channel (old or newly promoted: the best 8-bit logit wins) goes on to 8-bit.
+def test_gaining_precisions_fill_from_the_lowest_up_by_their_logit() -> None:
+    # 2-bit gives two channels; 4-bit gains one, then 8-bit one. 4-bit picks first (channel 1
+    # has the higher 4-bit logit), 8-bit takes what 2-bit still gives; 4-bit's own channel
+    # stays put (a precision never both gives and gains).
     def latency(counts: dict[int, int]) -> int:
         return 0 if counts == {2: 0, 4: 2, 8: 2} else 10
 
     assign = torch.tensor([0, 0, 1, 2])
-    logits = torch.tensor([[0.0] * 4, [0.0] * 4, [7.0, 0.0, -1.0, 0.0]])
+    logits = torch.tensor([[0.0] * 4, [0.0, 3.0, 9.0, 0.0], [7.0, 0.0, -1.0, 0.0]])
     refined = refine_channel_assignment(assign, [2, 4, 8], logits, latency)
     assert refined.tolist() == [2, 1, 1, 2]
+
+
+def test_promote_refuses_unreachable_targets() -> None:
+    assign = torch.tensor([0, 1, 2, 2])
+    logits = torch.zeros(3, 4)
+    with pytest.raises(ValueError, match="not reachable"):
+        promote(assign, [2, 4, 8], logits, {2: 2, 4: 0, 8: 2})  # would lower a channel
+    with pytest.raises(ValueError, match="pruned"):
+        promote(assign, [0, 4, 8], logits, {0: 0, 4: 2, 8: 2})
 
 
 def test_input_validation() -> None:
@@ -109,13 +136,13 @@ def _cycles(geom: LayerGeometry, assign: torch.Tensor, bits: list[int]) -> int:
 @given(layer_cases())
 def test_latency_never_increases_and_precision_never_decreases(case) -> None:
     geom, bits, assign, logits = case
-    refined = refine_channel_assignment(assign, bits, logits, _latency(geom))
+    refined = refine_channel_assignment(assign, bits, logits, _additive(geom))
     assert _cycles(geom, refined, bits) <= _cycles(geom, assign, bits)
     before = torch.tensor(bits)[assign]
     after = torch.tensor(bits)[refined]
     assert bool((after >= before).all())
     assert torch.equal(before == 0, after == 0)  # pruned stay pruned, none newly pruned
-    again = refine_channel_assignment(refined, bits, logits, _latency(geom))
+    again = refine_channel_assignment(refined, bits, logits, _additive(geom))
     assert torch.equal(again, refined)
 
 
@@ -123,10 +150,10 @@ def test_latency_never_increases_and_precision_never_decreases(case) -> None:
 @given(layer_cases())
 def test_descending_bit_order_gives_the_same_result(case) -> None:
     geom, bits, assign, logits = case
-    ascending = refine_channel_assignment(assign, bits, logits, _latency(geom))
+    ascending = refine_channel_assignment(assign, bits, logits, _additive(geom))
     n = len(bits)
     descending = refine_channel_assignment(
-        n - 1 - assign, bits[::-1], logits.flip(0), _latency(geom)
+        n - 1 - assign, bits[::-1], logits.flip(0), _additive(geom)
     )
     assert torch.equal(torch.tensor(bits)[ascending], torch.tensor(bits[::-1])[descending])
 
@@ -136,3 +163,130 @@ def test_does_not_modify_its_input() -> None:
     copy = assign.clone()
     refine_channel_assignment(assign, [2, 4, 8], torch.zeros(3, 32), _latency(E1))
     assert torch.equal(assign, copy)
+
+
+# ----------------------------------------------------------------------- optimality
+
+#: Engine constants with tiny tiles, so that tile effects show with few enough channels to
+#: enumerate every per-channel assignment.
+TINY_TILES = NE16Constants(k_body=4, k_body_depthwise=2, ki_tile=4, spatial_tile=2)
+SMALL_GEOMS = [
+    LayerGeometry("conv", cin=5, cout=7, kernel=(3, 3), out_hw=(3, 3)),
+    LayerGeometry("conv", cin=9, cout=7, kernel=(1, 1), out_hw=(2, 2)),
+    LayerGeometry("depthwise", cin=7, cout=7, kernel=(3, 3), out_hw=(4, 4), groups=7),
+    LayerGeometry("linear", cin=6, cout=7),
+]
+#: Every order of a precision list is accepted; pruned channels appear in some.
+ORDERS = [(2, 4, 8), (8, 2, 4), (0, 2, 4, 8), (8, 4, 0, 2), (4, 3, 2)]
+
+
+def _per_channel_optimum(geom, bits, assign, constants) -> int:
+    """Cheapest latency over every per-channel assignment that never lowers a channel."""
+    options = []
+    for index in assign.tolist():
+        b = bits[index]
+        options.append([b] if b == 0 else [p for p in bits if p >= b])
+    best = None
+    for choice in itertools.product(*options):
+        counts = {b: 0 for b in bits}
+        for b in choice:
+            counts[b] += 1
+        value = ne16_layer_cycles(geom, counts, geom.cin, constants)
+        best = value if best is None else min(best, value)
+    return best
+
+
+@pytest.mark.parametrize("geom", SMALL_GEOMS, ids=lambda g: g.kind + str(g.kernel))
+@pytest.mark.parametrize("bits", ORDERS, ids=str)
+def test_refine_equals_per_channel_brute_force(geom, bits) -> None:
+    rng = random.Random(f"{geom}{bits}")
+    for _ in range(6):
+        cout = rng.randint(1, 7)
+        g = LayerGeometry(geom.kind, geom.cin if geom.kind != "depthwise" else cout, cout,
+                          geom.kernel, geom.out_hw, cout if geom.kind == "depthwise" else 1)
+        assign = torch.tensor([rng.randrange(len(bits)) for _ in range(cout)])
+        logits = torch.randn(len(bits), cout, generator=torch.Generator().manual_seed(cout))
+        optimum = _per_channel_optimum(g, list(bits), assign, TINY_TILES)
+        for latency in (_additive(g, TINY_TILES), _latency(g, TINY_TILES)):
+            refined = refine_channel_assignment(assign, bits, logits, latency)
+            assert ne16_layer_cycles(g, channel_counts(refined, bits), g.cin, TINY_TILES) == optimum
+
+
+def _reachable_by_moves(counts: tuple[int, int, int]) -> set[tuple[int, int, int]]:
+    """Final counts of every move matrix x[i][j] (i <= j) of three precisions."""
+    n0, n1, n2 = counts
+    out = set()
+    for x01 in range(n0 + 1):
+        for x02 in range(n0 - x01 + 1):
+            for x12 in range(n1 + 1):
+                out.add((n0 - x01 - x02, x01 + n1 - x12, x02 + x12 + n2))
+    return out
+
+
+@pytest.mark.parametrize("geom", [
+    LayerGeometry("depthwise", cin=40, cout=40, kernel=(3, 3), out_hw=(8, 8), groups=40),
+    LayerGeometry("conv", cin=24, cout=40, kernel=(3, 3), out_hw=(5, 5)),
+    LayerGeometry("conv", cin=40, cout=40, kernel=(1, 1), out_hw=(4, 4)),
+    LayerGeometry("linear", cin=70, cout=40),
+], ids=lambda g: g.kind + str(g.kernel))
+def test_optimal_counts_equal_move_matrix_brute_force(geom) -> None:
+    """Real NE16 constants, up to 40 channels: the optimum over every move matrix."""
+    rng = random.Random(str(geom))
+    bits = (2, 4, 8)
+    for _ in range(12):
+        cout = rng.randint(1, 40)
+        cuts = sorted(rng.randint(0, cout) for _ in range(2))
+        start = (cuts[0], cuts[1] - cuts[0], cout - cuts[1])
+        latency = _latency(geom)
+        best = min(latency(dict(zip(bits, m, strict=True))) for m in _reachable_by_moves(start))
+        found = optimal_counts(dict(zip(bits, start, strict=True)), _additive(geom))
+        assert latency(found) == best
+        assert tuple(found[b] for b in bits) in _reachable_by_moves(start)
+
+
+def test_audit_example_the_heuristic_missed() -> None:
+    """Depthwise Cout 19 at (17, 1, 1): the two-pass heuristic stops at (0, 16, 3)."""
+    geom = LayerGeometry("depthwise", cin=19, cout=19, kernel=(3, 3), out_hw=(8, 8), groups=19)
+    start = {2: 17, 4: 1, 8: 1}
+    old = heuristic_counts(start, _additive(geom))
+    assert old == {2: 0, 4: 16, 8: 3} and _latency(geom)(old) == 2340
+    new = optimal_counts(start, _additive(geom))
+    assert new == {2: 16, 4: 0, 8: 3} and _latency(geom)(new) == 2052
+
+
+def test_ties_keep_the_fewest_weight_bits() -> None:
+    # Everything but the original costs 1; (1, 0, 2) and (0, 2, 1) cost 0: the smaller wins.
+    def latency(counts: dict[int, int]) -> int:
+        return 0 if counts in ({2: 1, 4: 0, 8: 2}, {2: 0, 4: 2, 8: 1}) else 1
+
+    start = {2: 2, 4: 1, 8: 0}
+    assert optimal_counts(start, latency) == {2: 0, 4: 2, 8: 1}  # 16 bits < 18 bits
+    assert optimal_counts(start, Additive(lambda b, n: 0)) == start  # nothing cheaper
+
+
+def test_non_additive_latency_is_enumerated() -> None:
+    # The max of two engines running concurrently (2-bit on one, 8-bit on the other).
+    def latency(counts: dict[int, int]) -> int:
+        return max(3 * counts[2] + (5 if counts[2] else 0), 7 * counts[8])
+
+    start = {0: 4, 2: 30, 8: 2}
+    found = optimal_counts(start, latency)
+    best = min(latency({0: 4, 2: 32 - m, 8: m}) for m in range(2, 33))
+    assert latency(found) == best and found[0] == 4
+
+
+def test_too_many_counts_for_a_non_additive_latency_is_refused() -> None:
+    start = {b: 0 for b in (3, 4, 5, 6, 7)} | {2: 200}
+    with pytest.raises(ValueError, match="Additive"):
+        optimal_counts(start, lambda counts: 0)
+    assert ENUMERATION_LIMIT < 200**4 // 24
+
+
+def test_512_channels_and_4_precisions_refine_in_well_under_a_second() -> None:
+    geom = LayerGeometry("conv", cin=256, cout=512, kernel=(3, 3), out_hw=(16, 16))
+    bits = [2, 3, 4, 8]
+    assign = torch.zeros(512, dtype=torch.long)  # all at the lowest: the largest search
+    start = time.process_time()
+    refined = refine_channel_assignment(assign, bits, torch.randn(4, 512), _additive(geom))
+    assert time.process_time() - start < 1.0
+    assert _cycles(geom, refined, bits) <= _cycles(geom, assign, bits)
