@@ -8,6 +8,7 @@ import torch
 
 from mpsctl.search.choice import PrecisionChoice
 from mpsctl.search.supernet import Supernet
+from mpsctl.targets.catalog import builtin_target_costs
 
 DEFAULT_COSTS = ("params_bit", "bitops")
 
@@ -73,7 +74,8 @@ def cost_names(recipe_costs: dict[str, float], net: Supernet | None = None) -> l
     names = list(DEFAULT_COSTS) + [c for c in recipe_costs if c not in DEFAULT_COSTS]
     if net is None:
         return names
-    return names + [n for n in net.cost_models if n not in names and _runs(net, n)]
+    candidates = dict.fromkeys([*builtin_target_costs(), *net.cost_models])
+    return names + [n for n in candidates if n not in names and _runs(net, n)]
 
 
 def _runs(net: Supernet, cost: str) -> bool:

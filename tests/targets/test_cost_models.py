@@ -280,3 +280,19 @@ def test_refine_gains_on_diana_when_the_analog_side_is_slower() -> None:
     before, after, refined = _refined_latency(model, geom, 256, assign, (0, 2, 8))
     assert after < before
     assert int((refined == 2).sum()) > 2
+
+
+def test_reports_list_the_targets_that_run_the_model_as_it_is() -> None:
+    from mpsctl.stages.summary import cost_names
+
+    net = _net((0, 2, 4, 8))
+    for choice in net.weight_choices.values():  # every channel at 8 bits
+        _set(choice, torch.full((choice.channels,), len(choice.bits) - 1))
+    everything = cost_names({}, net)
+    assert {"ne16", "mpic_latency", "mpic_energy", "gap8_latency", "diana_latency"} <= set(
+        everything)
+    _set(net.weight_choices["c2"], torch.full((24,), 2))  # 4 bits: not a DIANA precision
+    names = cost_names({}, net)
+    assert "diana_latency" not in names and "mpic_latency" in names
+    for name in names:  # each listed cost can be computed exactly
+        assert net.cost(name, hard=True).item() >= 0
