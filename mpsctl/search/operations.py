@@ -1,7 +1,8 @@
 """The operations mpsctl knows, and what each stage does with them: the README's table is
 rendered from here (``scripts/op_table.py``), from the very sets the converter
-(:func:`mpsctl.search.graph.classify`) and the ONNX exporters (``barrier_op``) dispatch on,
-and ``tests/deploy/test_operations.py`` exports a model with each row's op.
+(:func:`mpsctl.search.graph.classify`) and the ONNX exporters (``barrier_op``) dispatch on;
+``tests/deploy/test_operations.py`` checks that the README shows this table, and
+``tests/deploy/test_vocabulary.py`` exports models written with these ops.
 """
 
 from __future__ import annotations
