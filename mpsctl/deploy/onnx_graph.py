@@ -241,15 +241,15 @@ class GraphExporter:
 
     def _elementwise(self, node: fx.Node, value: Value, name: str) -> Value:
         """An element-wise function (activation, unfolded BatchNorm) of ``value``."""
-        raise NotImplementedError
+        raise self._unsupported(node, "an element-wise function: not in this ONNX variant yet")
 
     def _mul(self, node: fx.Node, a: Value, b: Value) -> Value:
         """An element-wise product (squeeze-and-excitation)."""
-        raise NotImplementedError
+        raise self._unsupported(node, "an element-wise product: not in this ONNX variant yet")
 
     def _concat(self, node: fx.Node, parts: list[Value]) -> Value:
         """A concatenation along the channel axis."""
-        raise NotImplementedError
+        raise self._unsupported(node, "a concatenation: not in this ONNX variant yet")
 
     def _float(self, value: Value, hint: str) -> Value:
         """``value`` as real numbers (dequantized where it is integer)."""
