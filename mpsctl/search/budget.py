@@ -21,7 +21,8 @@ Plain numbers only: the recipe layer turns ``24KiB`` or ``10%`` into a :class:`B
   of it, and it buys the most. When the result uses less than ``fill`` of its binding
   budget, it then promotes the least-confident choices (smallest margin to a higher
   candidate) as long as every budget still holds, and where no promotion fits, trades one
-  for cheaper ones (kept only when the budget ends up better used).
+  for cheaper ones (kept only when the budget ends up better used). Kept channels are
+  promoted first; pruned channels are revived only when that cannot reach ``fill``.
 """
 
 from __future__ import annotations
@@ -178,17 +179,20 @@ class _Projector:
         return _sum(self.layer_costs, self.costs.names)
 
     def moves(
-        self, name: str, down: bool, skip: frozenset | set = frozenset()
+        self, name: str, down: bool, skip: frozenset | set = frozenset(), revive: bool = False
     ) -> list[_Move]:
         """For each (current → target) precision pair of a choice, the least-confident
         channel that could make it (logit margin of current over target smallest), leaving
-        out the (choice, channel, target) triples in ``skip``."""
+        out the (choice, channel, target) triples in ``skip``. Upward moves leave pruned
+        channels pruned unless ``revive``: their weights were not trained to be used."""
         choice = self.choices[name]
         index = self.assignment[name]
         alpha = choice.alpha.detach().cpu()
         out = []
         n = len(choice.bits)
         for src in sorted({int(i) for i in index.flatten()}):
+            if not down and src == 0 and choice.per_channel and choice.can_prune and not revive:
+                continue
             targets = range(src) if down else range(src + 1, n)
             for dst in targets:
                 if not choice.per_channel:
@@ -279,14 +283,15 @@ class _Projector:
         self.layer_costs.update(changed)
         return totals
 
-    def promote(self, fill: float) -> int:
-        """Raise least-confident choices while the tightest budget is used below ``fill``."""
+    def promote(self, fill: float, revive: bool = False) -> int:
+        """Raise least-confident choices while the tightest budget is used below ``fill``
+        (reviving pruned channels only if ``revive``)."""
         made = 0
         current = self.total()
         while _usage(current, self.budgets) < fill:
             best = None
             for name in self.choices:
-                for move in self.moves(name, down=False):
+                for move in self.moves(name, down=False, revive=revive):
                     totals, changed = self.priced(move)
                     if any(totals[b] > v for b, v in self.budgets.items()):
                         continue
@@ -304,7 +309,7 @@ class _Projector:
         return made
 
 
-    def exchange(self, fill: float, attempts: int = 32) -> int:
+    def exchange(self, fill: float, attempts: int = 32, revive: bool = False) -> int:
         """Where no single promotion fits: promote anyway (least-confident first), then lower
         other choices until the budgets hold again; keep the trade when the tightest budget
         ends up better used, else undo it. Returns the moves kept."""
@@ -314,7 +319,7 @@ class _Projector:
             before = _usage(self.total(), self.budgets)
             if before >= fill:
                 break
-            ups = [m for name in self.choices for m in self.moves(name, False, tried)]
+            ups = [m for name in self.choices for m in self.moves(name, False, tried, revive)]
             if not ups:
                 break
             move = min(ups, key=lambda m: m.margin)
@@ -329,7 +334,7 @@ class _Projector:
                 lowered = None
             self.locked.clear()
             if lowered is not None and _usage(self.total(), self.budgets) > before + 1e-12:
-                made += 1 + lowered + self.promote(fill)
+                made += 1 + lowered + self.promote(fill, revive)
             else:
                 self.assignment, self.layer_costs = saved
         return made
@@ -360,8 +365,13 @@ def project(net: Supernet, budgets: Mapping[str, float], fill: float = DEFAULT_F
             + ", ".join(f"{b} {lowest[b]:,.0f} > {budgets[b]:,.0f}" for b in short)
         )
     lowered = projector.lower()
-    promoted = projector.promote(fill)
-    promoted += projector.exchange(fill)
+    promoted = 0
+    # Raise the precision of kept channels first; revive pruned ones only where that alone
+    # cannot fill the budget: the search trained them to be dropped, and in the sweep,
+    # models whose projection revived them first lost much of their accuracy.
+    for revive in (False, True):
+        promoted += projector.promote(fill, revive)
+        promoted += projector.exchange(fill, revive=revive)
     return Projection(projector.assignment, projector.total(), lowered, promoted)
 
 

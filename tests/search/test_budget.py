@@ -113,6 +113,35 @@ def test_projection_changes_the_least_confident_channel_first():
     assert len(changed) == 1 and len(changed[0][1]) == 1
 
 
+@pytest.mark.parametrize("model", list(NETS))
+def test_promotion_raises_kept_channels_before_reviving_pruned_ones(model):
+    net = _net(model, "per_channel", 0)
+    before = argmax_assignment(net)
+    prunable = {k for k, c in net.choices() if c.per_channel and c.can_prune and not c.is_fixed}
+    pruned = {k: v == 0 for k, v in before.items() if k in prunable}
+    assert any(bool(m.any()) for m in pruned.values())
+    # the budget: every kept channel at 8 bits, nothing revived; room enough to fill it
+    top = {k: torch.where(v == 0, v, torch.full_like(v, 3)) if k in pruned else v
+           for k, v in before.items()}
+    ceiling = AssignmentCosts(net, ["params_bit"]).total(top)["params_bit"]
+    result = project(net, {"params_bit": ceiling})
+    assert result.promoted > 0
+    assert result.costs["params_bit"] >= 0.95 * ceiling
+    for k, was_pruned in pruned.items():
+        assert bool((result.assignment[k][was_pruned] == 0).all()), k
+
+
+def test_promotion_revives_pruned_channels_when_nothing_else_fills_the_budget():
+    net = _net("plain", "per_channel", 0)
+    (_, high), = cost_range(net, ["params_bit"]).values()
+    result = project(net, {"params_bit": high})  # only the full model uses 95 % of it
+    assert result.costs["params_bit"] >= 0.95 * high
+    prunable = {k for k, c in net.choices() if c.per_channel and c.can_prune and not c.is_fixed}
+    revived = sum(int(((v == 0) & (result.assignment[k] != 0)).sum())
+                  for k, v in argmax_assignment(net).items() if k in prunable)
+    assert revived > 0
+
+
 def test_projection_refuses_a_budget_below_the_cheapest_model():
     net = _net("plain", "per_channel", 0)
     (low, _), = cost_range(net, ["params_bit"]).values()
