@@ -94,8 +94,9 @@ def _pact_bodies(bits: tuple[int, ...], signed: bool):
         if signed:
             # The ReLU's mask is recomputed rather than read from a saved output: cheaper
             # than another full-size read, and exact: θ ≥ 0 in every mode and all codes
-            # share the sign of x, so no round-off can change the mixture's sign.
-            grad = grad * (mixture(x, clip, theta) > floor)
+            # share the sign of x, so no round-off can change the mixture's sign. Written as
+            # "not at or below" so that a NaN passes its gradient, as everywhere here.
+            grad = grad * ~(mixture(x, clip, theta) <= floor)
         mass = theta.sum()
         above = x >= clip
         below = x <= -clip if signed else x <= 0
@@ -158,8 +159,9 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
       the result is exactly the fixed path's ``k · step``;
     - codes go into one scratch buffer in place (clamping the codes, not the input, so no
       second buffer is needed) and ``θ_i · step_i · k_i`` is accumulated with ``add_``;
-    - the straight-through masks come from ``hardtanh_backward`` (the gradient where
-      ``low < x < high``, one fused pass) and ``∂/∂θ_i`` is a dot product with the codes.
+    - the straight-through masks are plain comparisons (``x ≥ clip``, ``x ≤ low``: ±inf
+      lies beyond the clip, a NaN inside, as on the compiled and fixed paths) and
+      ``∂/∂θ_i`` is a dot product with the codes.
 
     The inputs are flat (see ``mixed_pact_quantize``).
     """
@@ -196,31 +198,28 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
         return out.clamp_min_(0) if relu else out
 
     def backward(grad: Tensor, x: Tensor, clip: Tensor, theta: Tensor, out: Tensor | None):
-        ops = torch.ops.aten
+        # Masks from plain comparisons, not ATen's hardtanh/threshold backward kernels: those
+        # treat NaN differently in their vectorised body and their scalar tail, so the result
+        # would depend on where in the tensor a NaN sits.
         if relu:
             if out is None:  # saved only when the forward ran on this path
                 out = forward(x, clip, theta)
-            # A fresh tensor that later becomes grad_x in place.
-            grad = ops.threshold_backward(grad, out, 0)
+            grad = grad * ~(out <= 0)
         top, low, rows = scalars(clip)
         mass = float(theta.sum())
-        # x ≥ clip  ⇔  x > the float just below clip (and x ≤ −clip ⇔ x < the one above −clip)
-        below_top = float(torch.nextafter(clip, clip.new_tensor(-math.inf)))
-        buf = _scratch_like(x)
-        grad_clip = ops.hardtanh_backward.grad_input(grad, x, below_top, math.inf,
-                                                     grad_input=buf).sum()
+        above = x >= clip
+        below = x <= low
+        grad_clip = torch.where(above, grad, 0.0).sum()
         if signed:
-            grad_clip = grad_clip - ops.hardtanh_backward.grad_input(
-                grad, x, -math.inf, -below_top, grad_input=buf).sum()
+            grad_clip = grad_clip - torch.where(below, grad, 0.0).sum()
+        buf = _scratch_like(x)
         flat_grad = grad.reshape(-1)
         grad_theta = torch.stack(
             [torch.dot(flat_grad, codes_into(buf, x, s, p).reshape(-1)) * step
              for p, s, step, _ in rows]
         )
-        if relu:
-            grad_x = ops.hardtanh_backward.grad_input(grad, x, low, top, grad_input=grad)
-        else:
-            grad_x = ops.hardtanh_backward(grad, x, low, top)
+        grad_x = grad.masked_fill_(above | below, 0.0) if relu else grad.masked_fill(
+            above | below, 0.0)
         return grad_x.mul_(mass), grad_clip * mass, grad_theta
 
     return forward, backward
