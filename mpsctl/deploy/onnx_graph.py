@@ -614,3 +614,31 @@ class GraphExporter:
             "mpsctl.codes": json.dumps(self.codes),
             "mpsctl.outputs": json.dumps(self.output_lsb),
         }
+
+
+class FloatGraphExporter(GraphExporter):
+    """The variants that keep real numbers between their quantizers (QDQ, QONNX): pooling,
+    adds, element-wise functions, products and concatenations are the float ONNX ops, and
+    the quantizer that follows puts the result back on its grid."""
+
+    def _average(self, node: fx.Node, value: Value, window: int, attrs: dict | None,
+                 in_shape: tuple[int, ...]) -> Value:
+        return self._float_average(node, value, attrs)
+
+    def _add(self, node: fx.Node, a: Value, b: Value) -> Value:
+        out = self.g.op("Add", [a.name, b.name], node.name)
+        return Value(out, "float", a.rank)
+
+    def _elementwise(self, node: fx.Node, value: Value, name: str) -> Value:
+        x = self._float(value, f"{node.name}/float")
+        return Value(self._float_elementwise(node, x.name, name), "float", value.rank)
+
+    def _mul(self, node: fx.Node, a: Value, b: Value) -> Value:
+        a, b = self._float(a, f"{node.name}/a"), self._float(b, f"{node.name}/b")
+        return Value(self.g.op("Mul", [a.name, b.name], node.name), "float",
+                     max(a.rank, b.rank))
+
+    def _concat(self, node: fx.Node, parts: list[Value]) -> Value:
+        floats = [self._float(p, f"{node.name}/part{i}").name for i, p in enumerate(parts)]
+        return Value(self.g.op("Concat", floats, node.name, axis=1), "float",
+                     len(shape_of(node)))

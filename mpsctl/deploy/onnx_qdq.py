@@ -9,12 +9,11 @@ import numpy as np
 from torch import fx
 
 from mpsctl.deploy.integer import ActGrid, IntegerLayer
-from mpsctl.deploy.onnx_graph import GraphExporter, Value
-from mpsctl.search.graph import shape_of
+from mpsctl.deploy.onnx_graph import FloatGraphExporter, Value
 from mpsctl.search.layers import ActivationSlot
 
 
-class QDQExporter(GraphExporter):
+class QDQExporter(FloatGraphExporter):
     """Quantize-dequantize pairs on float tensors: the form other runtimes fuse."""
 
     variant = "qdq"
@@ -25,29 +24,6 @@ class QDQExporter(GraphExporter):
 
     def _write_layer(self, il: IntegerLayer, value: Value, rank: int) -> Value:
         return self._qdq_layer(il, value, rank)
-
-    def _average(self, node: fx.Node, value: Value, window: int, attrs: dict | None,
-                 in_shape: tuple[int, ...]) -> Value:
-        return self._float_average(node, value, attrs)
-
-    def _add(self, node: fx.Node, a: Value, b: Value) -> Value:
-        out = self.g.op("Add", [a.name, b.name], node.name)
-        return Value(out, "float", a.rank)
-
-    def _elementwise(self, node: fx.Node, value: Value, name: str) -> Value:
-        """The float op between the DequantizeLinear before and the QuantizeLinear after."""
-        x = self._float(value, f"{node.name}/float")
-        return Value(self._float_elementwise(node, x.name, name), "float", value.rank)
-
-    def _mul(self, node: fx.Node, a: Value, b: Value) -> Value:
-        a, b = self._float(a, f"{node.name}/a"), self._float(b, f"{node.name}/b")
-        return Value(self.g.op("Mul", [a.name, b.name], node.name), "float",
-                     max(a.rank, b.rank))
-
-    def _concat(self, node: fx.Node, parts: list[Value]) -> Value:
-        floats = [self._float(p, f"{node.name}/part{i}").name for i, p in enumerate(parts)]
-        return Value(self.g.op("Concat", floats, node.name, axis=1), "float",
-                     len(shape_of(node)))
 
     def _qdq_slot(self, node: fx.Node, value: Value, slot: ActivationSlot,
                   grid: ActGrid, relu: bool) -> Value:

@@ -18,10 +18,11 @@ weight stays a 2-bit weight:
   ``Quant(signed=0, narrow=0, FLOOR)`` after adding the same tiny margin ``ε · S`` the
   fake-quant forward adds before flooring (a value already on the grid keeps its code).
 
-Convolutions, ``Gemm``, pooling, ``Relu``, ``Add`` and ``Flatten`` are standard float ONNX
-ops between the ``Quant`` nodes. The file is verified the way its readers see it
-(``mpsctl.deploy.qonnx_verify``): ``qonnx`` cleans it (shape inference, constant folding,
-unique names) and executes it on validation data.
+Convolutions, ``Gemm``, pooling, ``Relu``, ``Add``, ``Flatten``, element-wise functions
+(``Sigmoid``, ``HardSwish``, ...), products and concatenations are standard float ONNX ops
+between the ``Quant`` nodes (shared with the QDQ variant). The file is verified the way its
+readers see it (``mpsctl.deploy.qonnx_verify``): ``qonnx`` cleans it (shape inference,
+constant folding, unique names) and executes it on validation data.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 from torch import fx
 
 from mpsctl.deploy.integer import ActGrid, IntegerExportError, IntegerLayer
-from mpsctl.deploy.onnx_graph import OPSET, GraphExporter, Value
+from mpsctl.deploy.onnx_graph import OPSET, FloatGraphExporter, Value
 from mpsctl.search.layers import ActivationSlot
 
 #: The operator domain of QONNX's custom ops (the one ``qonnx`` executes).
@@ -44,7 +45,7 @@ BIAS_BITS = 32
 ACTIVATION_DOC = "mpsctl activation "
 
 
-class QonnxExporter(GraphExporter):
+class QonnxExporter(FloatGraphExporter):
     """``Quant`` nodes with the real bit-widths around float ops."""
 
     variant = "qonnx"
@@ -95,7 +96,7 @@ class QonnxExporter(GraphExporter):
         self.tensors[out] = {"role": "activation", "slot": key, **grid.describe()}
         return Value(out, "float", value.rank, grid=grid, slot=slot)
 
-    # -- layers, pooling, adds ----------------------------------------------------------------
+    # -- layers ----------------------------------------------------------------
     def _write_layer(self, il: IntegerLayer, value: Value, rank: int) -> Value:
         inputs = [value.name, self._weights(il)]
         if il.bias is not None:
@@ -150,12 +151,3 @@ class QonnxExporter(GraphExporter):
                               "scale": il.acc_scale.tolist()}
         return self._quant(self.g.const(hint, values), scale, BIAS_BITS, hint, signed=True,
                            narrow=False, rounding="ROUND")
-
-    def _average(self, node: fx.Node, value: Value, window: int, attrs: dict | None,
-                 in_shape: tuple[int, ...]) -> Value:
-        return self._float_average(node, value, attrs)
-
-    def _add(self, node: fx.Node, a: Value, b: Value) -> Value:
-        out = self.g.op("Add", [a.name, b.name], node.name)
-        return Value(out, "float", a.rank)
-

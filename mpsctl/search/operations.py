@@ -26,6 +26,9 @@ class Operation:
     search: str
     integer: str
     qdq: str
+    #: QONNX keeps floats between ``Quant`` nodes like QDQ; where it writes something else,
+    #: this says what
+    qonnx: str = ""
 
 
 def _names(items: Iterable) -> list[str]:
@@ -60,7 +63,8 @@ def operations() -> list[Operation]:
     rows = [
         Operation("convolution, linear", ("nn.Conv1d", "nn.Conv2d", "nn.Linear"),
                   "searched (padding 'same'/'valid' made explicit)", "ConvInteger / "
-                  "MatMulInteger, int32 bias, requantisation", "Conv / Gemm on DQ weights"),
+                  "MatMulInteger, int32 bias, requantisation", "Conv / Gemm on DQ weights",
+                  "Conv / Gemm on Quant weights (one per bit-width), 32-bit Quant bias"),
         Operation("BatchNorm after a conv/linear", ("nn.BatchNorm1d", "nn.BatchNorm2d"),
                   "folded into the layer", "(folded)", "(folded)"),
         Operation("ReLU, ReLU6", tuple(relu), "kept on the grid (ReLU6 clips at 6)",
@@ -102,17 +106,25 @@ def operations() -> list[Operation]:
             + _names(graph.SPLIT_FUNCTIONS) + _names(graph.SPLIT_METHODS)),
             "float, no pruning across", "Transpose / Slice on codes", "Transpose / Slice"),
         Operation("anything else", ("any other op",), "float, no pruning across",
-                  "refused (the message names the op)", "refused (the message names the op)"),
+                  "refused (the message names the op)", "refused (the message names the op)",
+                  "refused (the message names the op)"),
     ]
     return rows
 
 
+def _qonnx_from_qdq(qdq: str) -> str:
+    """QONNX writes the QDQ variant's float ops (one exporter base), Quant for Q/DQ."""
+    return qdq.replace("between DQ and Q", "between Quant nodes")
+
+
 def markdown_table() -> str:
     """The README table (between its ``ops-table`` markers)."""
-    lines = ["| operation | forms | search and export | integer ONNX | QDQ ONNX |",
-             "|---|---|---|---|---|"]
+    lines = ["| operation | forms | search and export | integer ONNX | QDQ ONNX | QONNX |",
+             "|---|---|---|---|---|---|"]
     for op in operations():
         forms = ", ".join(f"`{f}`" for f in op.forms)
-        lines.append(f"| {op.title} | {forms} | {op.search} | {op.integer} | {op.qdq} |")
+        qonnx = op.qonnx or _qonnx_from_qdq(op.qdq)
+        lines.append(f"| {op.title} | {forms} | {op.search} | {op.integer} | {op.qdq} "
+                     f"| {qonnx} |")
     return "\n".join(lines)
 

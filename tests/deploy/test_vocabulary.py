@@ -3,6 +3,7 @@ pooling convert like their module forms and export to integer and QDQ ONNX (issu
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -145,15 +146,20 @@ def test_modern_vocabulary_exports_exactly(act, tmp_path: Path) -> None:
         assert torch.equal(fixed(x), net(x))
         fixed.net.head.bias -= fixed(x).mean(0)  # so that predictions vary over the batch
         assert fixed(x).argmax(1).unique().numel() > 1
-    for variant in ("integer", "qdq"):
+    variants = ["integer", "qdq"]
+    if importlib.util.find_spec("qonnx") is not None:
+        variants.append("qonnx")
+    for variant in variants:
         summary = export_onnx(fixed, x, tmp_path / f"{variant}.onnx", variant)
         assert summary["max_error_lsb"] <= 1 and summary["forced_top1_agreement"] >= 0.99
         ops = {n.op_type for n in onnx.load(str(tmp_path / f"{variant}.onnx")).graph.node}
         if variant == "integer":  # integer only: tables, no float activation or Conv
             assert {"Gather", "Concat", "Transpose", "Slice"} <= ops
             assert not ops & {"Conv", "Sigmoid", "HardSwish", "HardSigmoid", "Tanh", "Erf"}
-        else:
+        elif variant == "qdq":
             assert {"Concat", "QuantizeLinear", "DequantizeLinear"} <= ops
+        else:  # QONNX: the float ops between Quant nodes
+            assert {"Concat", "Mul", "Quant"} <= ops
 
 
 class KeywordNet(nn.Module):
