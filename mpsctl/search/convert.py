@@ -416,8 +416,11 @@ class _Converter:
                 self.space.act_bits_for, "act_bits",
             )
             signed = any(self._needs_signed(m) for m in members)
-            bounds = [self._bound_after(m) for m in members]
-            clip_max = None if None in bounds else max(bounds)
+            # The tightest bounded ReLU that reads this quantizer's output (through any of
+            # its members): a clip above it would make that ReLU cut the grid, which no
+            # integer graph can express; the other members' values are clipped there too.
+            bounds = [b for m in members for b in self._bounds_after(m)]
+            clip_max = min(bounds) if bounds else None
             modules[leader] = self._slot(leader, bits, signed, clip_max=clip_max)
         for n in pre_quantized:
             bits, _ = self.space.act_bits_for(f"{n.target}.input")
@@ -446,13 +449,13 @@ class _Converter:
             raise ConversionError(f"search.layers[{name}]: {exc}") from None
         return ActivationSlot(quantizer, PrecisionChoice(bits))
 
-    def _bound_after(self, node: fx.Node) -> float | None:
-        """The largest upper end of the bounded ReLUs (ReLU6, Hardtanh(0, m)) that are the
-        only consumers of ``node``; None if any consumer is unbounded or no ReLU."""
-        if node.op == "placeholder" or not self.follows_relu_only(node):
-            return None
-        bound = max(relu_bound(u, self.modules) for u in node.users)
-        return None if bound == float("inf") else bound
+    def _bounds_after(self, node: fx.Node) -> list[float]:
+        """The upper ends of the bounded ReLUs (ReLU6, Hardtanh(0, m)) among the consumers
+        of ``node``."""
+        if node.op == "placeholder":
+            return []
+        bounds = [relu_bound(u, self.modules) for u in node.users]
+        return [b for b in bounds if b is not None and b != float("inf")]
 
     def _needs_signed(self, node: fx.Node) -> bool:
         if node.op == "placeholder":

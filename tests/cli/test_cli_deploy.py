@@ -89,3 +89,28 @@ def test_torchvision_model_from_search_to_both_onnx_variants(cli, tmp_path):
     assert qdq["max_error_lsb"] <= 1 and qdq["forced_top1_agreement"] >= 0.99
     report = cli.json("report", out["checkpoint"])
     assert report["deployment"]["integer"] is None and report["deployment"]["qdq"] is None
+
+
+@pytest.mark.slow
+def test_relu6_mobilenet_v2_with_a_high_initial_clip_to_integer_onnx(cli, tmp_path):
+    """Bounded activations end to end: torchvision mobilenet_v2 (ReLU6) searched from
+    ``act_clip: 8`` for one epoch, exported and written as integer ONNX; every quantizer
+    before a ReLU6 keeps its clip at or below 6."""
+    pytest.importorskip("onnxruntime")
+    from mpsctl.checkpoint.state import load_model
+
+    path = write_recipe(
+        tmp_path, name="mbv2",
+        model={"name": "torchvision:mobilenet_v2", "width_mult": 0.25, "num_classes": 10},
+        data={"name": "fake", "shape": [3, 32, 32], "num_classes": 10, "size": 32,
+              "val_size": 16, "batch_size": 16},
+        search={"act_clip": 8.0},
+    )
+    search = cli.json("search", path)
+    out = cli.json("export", search["checkpoint"], "--onnx", tmp_path / "mbv2.onnx")
+    assert out["check"]["max_abs_diff"] <= 1e-5 * max(out["check"]["output_scale"], 1.0)
+    assert out["onnx"]["max_error_lsb"] <= 1
+    bounded = [(name, slot.quantizer) for name, slot in load_model(out["checkpoint"])
+               .activation_slots() if slot.quantizer.clip_max is not None]
+    assert len(bounded) > 10
+    assert all(q.clip_max == 6.0 and float(q.clip.detach()) <= 6.0 for _, q in bounded)

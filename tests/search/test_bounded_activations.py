@@ -117,3 +117,21 @@ def test_mobilenet_v2_relu6_quantizers_are_bounded() -> None:
     assert len(bounded) >= 15 and all(v == (6.0, 6.0) for v in bounded)
     # Linear bottlenecks and adds are signed, unbounded (no ReLU6 follows them).
     assert any(v == (None, 8.0) for v in clips.values())
+
+
+def test_a_quantizer_shared_with_a_residual_add_is_bounded_by_the_relu6_it_feeds() -> None:
+    """mobilenet_v2 at width 0.25 has a residual around features.1: the stem's quantizer
+    (read by a ReLU6) is shared with the add of a signed, unbounded linear bottleneck. A clip
+    above 6 there would let the ReLU6 cut the grid, which integer ONNX cannot express."""
+    model = torchvision.models.mobilenet_v2(num_classes=4, width_mult=0.25).eval()
+    net = build_supernet(model, torch.rand(1, 3, 32, 32), HIGH_CLIP)
+    modules = dict(net.net.named_modules())
+    feeding = set()
+    for node in net.net.graph.nodes:
+        if node.op == "call_module" and node.target.startswith("act_quants."):
+            if any(relu_bound(u, modules) == 6.0 for u in node.users):
+                feeding.add(node.target)
+    assert "act_quants.features_0_0" in feeding
+    for target in feeding:
+        quantizer = modules[target].quantizer
+        assert quantizer.clip_max == 6.0 and float(quantizer.clip.detach()) == 6.0, target
