@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -28,6 +28,8 @@ TARGETS_DIR = bundled_dir("configs") / "targets"
 
 #: Largest bit width a look-up table may name (the recipe's limit too).
 MAX_TABLE_BITS = 16
+
+T = TypeVar("T")
 
 
 class _Loader(yaml.SafeLoader):
@@ -61,6 +63,16 @@ def read_constants_file(path: Path, target: str) -> dict[str, Any]:
 
 def shipped_file(name: str) -> Path:
     return TARGETS_DIR / f"{name}.yaml"
+
+
+def load_target_constants(cls: type[T], name: str, label: str, path: str | Path | None) -> T:
+    """``cls.from_mapping`` of the YAML file ``path``; without a path the shipped
+    ``configs/targets/<name>.yaml``, or the built-in defaults ``cls()`` where that file is
+    not installed. ``label`` names the target in errors."""
+    path = Path(path) if path is not None else shipped_file(name)
+    if not path.is_file() and path == shipped_file(name):
+        return cls()
+    return cls.from_mapping(read_constants_file(path, label), str(path))
 
 
 class Fields:

@@ -20,7 +20,7 @@ from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
 from mpsctl.cost.rounding import cdiv
 from mpsctl.errors import UserError
 from mpsctl.targets.common import Quantity, if_nonzero, smooth_max
-from mpsctl.targets.constants import Fields, read_constants_file, shipped_file
+from mpsctl.targets.constants import Fields, load_target_constants
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,7 @@ class DianaConstants:
 
 def load_diana_constants(path: str | Path | None = None) -> DianaConstants:
     """Constants from ``path`` (default: the shipped file; built-in values without it)."""
-    path = Path(path) if path is not None else shipped_file("diana")
-    if not path.is_file() and path == shipped_file("diana"):
-        return DianaConstants()
-    return DianaConstants.from_mapping(read_constants_file(path, "DIANA"), str(path))
+    return load_target_constants(DianaConstants, "diana", "DIANA", path)
 
 
 def diana_digital_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,

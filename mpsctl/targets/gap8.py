@@ -17,7 +17,7 @@ from torch import Tensor
 from mpsctl.cost.base import CostModel, LayerGeometry, LayerKind
 from mpsctl.cost.rounding import cdiv
 from mpsctl.targets.common import Quantity, if_nonzero
-from mpsctl.targets.constants import Fields, read_constants_file, shipped_file
+from mpsctl.targets.constants import Fields, load_target_constants
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,7 @@ class GAP8Constants:
 
 def load_gap8_constants(path: str | Path | None = None) -> GAP8Constants:
     """Constants from ``path`` (default: the shipped file; built-in values without it)."""
-    path = Path(path) if path is not None else shipped_file("gap8")
-    if not path.is_file() and path == shipped_file("gap8"):
-        return GAP8Constants()
-    return GAP8Constants.from_mapping(read_constants_file(path, "GAP8"), str(path))
+    return load_target_constants(GAP8Constants, "gap8", "GAP8", path)
 
 
 def gap8_cycles(geom: LayerGeometry, cin: Quantity, cout: Quantity,

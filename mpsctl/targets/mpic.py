@@ -17,7 +17,7 @@ from torch import Tensor
 
 from mpsctl.cost.base import CostModel, LayerGeometry
 from mpsctl.targets.common import Quantity, macs
-from mpsctl.targets.constants import Fields, MacsPerCycle, read_constants_file, shipped_file
+from mpsctl.targets.constants import Fields, MacsPerCycle, load_target_constants
 
 #: The published table (MACs per cycle), by activation bits then weight bits.
 MPIC_TABLE = MacsPerCycle((
@@ -45,10 +45,7 @@ class MPICConstants:
 
 def load_mpic_constants(path: str | Path | None = None) -> MPICConstants:
     """Constants from ``path`` (default: the shipped file; built-in values without it)."""
-    path = Path(path) if path is not None else shipped_file("mpic")
-    if not path.is_file() and path == shipped_file("mpic"):
-        return MPICConstants()
-    return MPICConstants.from_mapping(read_constants_file(path, "MPIC"), str(path))
+    return load_target_constants(MPICConstants, "mpic", "MPIC", path)
 
 
 def mpic_cycles(
