@@ -25,5 +25,10 @@ class ConversionError(UserError):
     """The model cannot be turned into a supernet (untraceable, unsupported layer or op)."""
 
 
+class MissingPackageError(UserError):
+    """An optional package (an extra: deploy, log) that a command or setting needs is not
+    installed; the message names the ``pip install`` that adds it."""
+
+
 class Interrupted(Exception):
     """Ctrl-C: the current step finished and the state was saved; the CLI exits 130."""

@@ -225,7 +225,7 @@ def _pareto_plot(result: dict[str, Any], reporter) -> str | None:
     from pathlib import Path
 
     from mpsctl.cli.plots import plot_pareto
-    from mpsctl.deploy.extra import MissingExtraError
+    from mpsctl.errors import MissingPackageError
     from mpsctl.training import distributed
 
     if not distributed.is_main():
@@ -233,7 +233,7 @@ def _pareto_plot(result: dict[str, Any], reporter) -> str | None:
     path = Path(result["run_dir"]) / "pareto.png"
     try:
         return str(plot_pareto(result, path))
-    except MissingExtraError as exc:
+    except MissingPackageError as exc:
         reporter.log(f"no {path.name}: {exc}")
         return None
 

@@ -10,7 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mpsctl.deploy import DEPLOY_EXTRA, MissingExtraError
+from mpsctl.deploy import DEPLOY_EXTRA
+from mpsctl.errors import MissingPackageError
 
 PLOTS_MISSING = f"plots need the deploy extra: {DEPLOY_EXTRA}"
 _DPI = 100
@@ -24,7 +25,7 @@ def _figure(width: float, height: float):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise MissingExtraError(PLOTS_MISSING) from None
+        raise MissingPackageError(PLOTS_MISSING) from None
     fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig

@@ -15,10 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mpsctl.deploy.extra import DEPLOY_EXTRA, ONNX_MISSING, MissingExtraError
+from mpsctl.deploy.extra import DEPLOY_EXTRA, ONNX_MISSING
+from mpsctl.errors import MissingPackageError
 
-__all__ = ["DEPLOY_EXTRA", "ONNX_MISSING", "MissingExtraError", "deployment_support", "export_onnx",
-           "verify_onnx"]
+__all__ = ["DEPLOY_EXTRA", "ONNX_MISSING", "MissingPackageError", "deployment_support",
+           "export_onnx", "verify_onnx"]
 
 
 def export_onnx(
@@ -45,6 +46,6 @@ def deployment_support(model, example) -> dict[str, str | None]:
     blocks it); without the deploy extra, that reason for every variant."""
     try:
         from mpsctl.deploy.export import deployment_support as _support
-    except MissingExtraError as exc:
+    except MissingPackageError as exc:
         return {variant: str(exc) for variant in ("integer", "qdq", "qonnx")}
     return _support(model, example)

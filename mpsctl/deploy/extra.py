@@ -3,12 +3,6 @@ it."""
 
 from __future__ import annotations
 
-from mpsctl.errors import UserError
-
 DEPLOY_EXTRA = "pip install 'mpsctl[deploy]'"
 ONNX_MISSING = f"ONNX export needs the deploy extra: {DEPLOY_EXTRA}"
 QONNX_MISSING = f"QONNX export needs the qonnx package (in the deploy extra): {DEPLOY_EXTRA}"
-
-
-class MissingExtraError(UserError):
-    """An optional dependency (the ``deploy`` extra) is not installed."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from mpsctl.deploy.extra import ONNX_MISSING, MissingExtraError
+from mpsctl.deploy.extra import ONNX_MISSING
 from mpsctl.deploy.integer import (
     MAX_CODE_BITS,
     ActGrid,
@@ -26,7 +26,7 @@ from mpsctl.deploy.integer import (
     act_grid,
     integer_layer,
 )
-from mpsctl.errors import UserError
+from mpsctl.errors import MissingPackageError, UserError
 from mpsctl.search.graph import (
     NodeKind,
     ShapeRecorder,
@@ -49,7 +49,7 @@ try:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 except ImportError:  # the deploy extra is optional
-    raise MissingExtraError(ONNX_MISSING) from None
+    raise MissingPackageError(ONNX_MISSING) from None
 
 OPSET = 17
 IR_VERSION = 8

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor, fx
 
-from mpsctl.deploy.extra import ONNX_MISSING, MissingExtraError
+from mpsctl.deploy.extra import ONNX_MISSING
 from mpsctl.deploy.onnx_graph import ELEM, channel_shape
+from mpsctl.errors import MissingPackageError
 from mpsctl.quant.activation import act_scale
 from mpsctl.search.supernet import Supernet
 
@@ -22,7 +23,7 @@ try:
     import onnxruntime
     from onnx import helper
 except ImportError:  # the deploy extra is optional
-    raise MissingExtraError(ONNX_MISSING) from None
+    raise MissingPackageError(ONNX_MISSING) from None
 
 #: Export fails unless the ONNX model's top-1 agrees with the fake-quant model this often.
 MIN_TOP1_AGREEMENT = 0.99

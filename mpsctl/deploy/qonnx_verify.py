@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from mpsctl.deploy.extra import QONNX_MISSING, MissingExtraError
+from mpsctl.deploy.extra import QONNX_MISSING
 from mpsctl.deploy.onnx_qonnx import ACTIVATION_DOC
 from mpsctl.deploy.onnx_verify import OnnxMismatchError, compare_with_model
+from mpsctl.errors import MissingPackageError
 from mpsctl.search.supernet import Supernet
 
 try:
@@ -22,7 +23,7 @@ try:
     from qonnx.core.onnx_exec import execute_onnx
     from qonnx.util.cleanup import cleanup_model
 except ImportError:  # qonnx is part of the optional deploy extra
-    raise MissingExtraError(QONNX_MISSING) from None
+    raise MissingPackageError(QONNX_MISSING) from None
 
 
 def verify_qonnx(path: Path, model: Supernet, batch: Tensor,

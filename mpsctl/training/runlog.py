@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mpsctl.errors import UserError
+from mpsctl.errors import MissingPackageError
 
 #: Epoch loops in the order a run goes through them.
 PHASES = ("warmup", "search", "finetune")
@@ -40,10 +40,6 @@ TENSORBOARD_MISSING = (
     "log.tensorboard needs the tensorboard package: pip install 'mpsctl[log]' "
     "(or leave log.tensorboard off)"
 )
-
-
-class MissingPackageError(UserError):
-    """An optional package that a recipe setting needs is not installed."""
 
 
 class RunLog:

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from mpsctl.cli.plots import plot_costs, write_plots  # noqa: E402
-from mpsctl.deploy import MissingExtraError  # noqa: E402
+from mpsctl.errors import MissingPackageError  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -76,5 +76,5 @@ def test_history_plot_is_skipped_without_history(tmp_path: Path) -> None:
 
 def test_missing_matplotlib_is_one_line(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(MissingExtraError, match=r"plots need the deploy extra: pip install"):
+    with pytest.raises(MissingPackageError, match=r"plots need the deploy extra: pip install"):
         write_plots(REPORT, tmp_path)

@@ -16,7 +16,7 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from mpsctl.deploy import MissingExtraError, export_onnx  # noqa: E402
+from mpsctl.deploy import export_onnx  # noqa: E402
 from mpsctl.deploy.integer import (  # noqa: E402
     MULTIPLIER_BITS,
     ActGrid,
@@ -24,7 +24,11 @@ from mpsctl.deploy.integer import (  # noqa: E402
     fixed_point,
     requantizer,
 )
-from mpsctl.errors import CheckpointError, UserError  # noqa: E402
+from mpsctl.errors import (  # noqa: E402
+    CheckpointError,
+    MissingPackageError,  # noqa: E402
+    UserError,
+)
 from mpsctl.models import build_model  # noqa: E402
 from mpsctl.search.convert import build_supernet  # noqa: E402
 from mpsctl.search.layers import ActivationSlot  # noqa: E402
@@ -226,7 +230,7 @@ def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [m for m in sys.modules if m.startswith(("mpsctl.deploy.onnx_",
                                                            "mpsctl.deploy.export"))]:
         monkeypatch.delitem(sys.modules, name)
-    with pytest.raises(MissingExtraError) as err:
+    with pytest.raises(MissingPackageError) as err:
         importlib.import_module("mpsctl.deploy.export")
     assert str(err.value) == (
         "ONNX export needs the deploy extra: pip install 'mpsctl[deploy]'"

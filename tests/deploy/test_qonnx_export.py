@@ -22,9 +22,9 @@ from test_onnx_export import (  # noqa: E402
     _fixed,
 )
 
-from mpsctl.deploy import MissingExtraError, export_onnx  # noqa: E402
+from mpsctl.deploy import export_onnx  # noqa: E402
 from mpsctl.deploy.integer import act_grid  # noqa: E402
-from mpsctl.errors import UserError  # noqa: E402
+from mpsctl.errors import MissingPackageError, UserError  # noqa: E402
 from mpsctl.search.space import SearchSpace  # noqa: E402
 
 
@@ -157,7 +157,7 @@ def test_missing_qonnx_is_one_line(mixed_mnist, tmp_path: Path, monkeypatch) -> 
     monkeypatch.setitem(sys.modules, "qonnx", None)
     monkeypatch.delitem(sys.modules, "mpsctl.deploy.qonnx_verify", raising=False)
     _, fixed, x = mixed_mnist
-    with pytest.raises(MissingExtraError) as err:
+    with pytest.raises(MissingPackageError) as err:
         export_onnx(fixed, x, tmp_path / "q.onnx", "qonnx")
     assert str(err.value) == (
         "QONNX export needs the qonnx package (in the deploy extra): "

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mpsctl.errors import MissingPackageError
 from mpsctl.training.runlog import (
     TENSORBOARD_MISSING,
-    MissingPackageError,
     RunLog,
     read_metrics,
 )
