@@ -27,12 +27,19 @@ from mpsctl.training.optim import optimizer_for, temperature_at
 from mpsctl.training.runlog import RunLog
 
 #: Recipe keys that, changed, make a saved run impossible to continue.
+#: ``data`` counts whole (every dataset option: files, keys, splits, normalisation) but for
+#: these loader settings, which do not change what is learned from.
+LOADER_KEYS = frozenset({"batch_size", "global_batch_size", "num_workers", "root", "download"})
 RESUME_KEYS = (
-    "model", "data.name", "data.shape", "data.num_classes", "data.image_size",
-    "search.type", "search.weight_bits", "search.act_bits", "search.layers", "search.exclude",
-    "search.weight_quantizer", "search.act_quantizer", "search.min_channels",
+    "model", "data", "search.type", "search.weight_bits", "search.act_bits", "search.layers",
+    "search.exclude", "search.weight_quantizer", "search.act_quantizer", "search.min_channels",
     "search.compensate", "search.input_signed", "search.budget",
 )
+
+
+def _without_loader_keys(recipe: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in (recipe.get("data") or {}).items() if k not in LOADER_KEYS}
+    return {**recipe, "data": data}
 
 
 def dry_run(recipe: Recipe) -> dict[str, Any]:
@@ -68,7 +75,8 @@ def load_resume_state(recipe: Recipe, phase_stage: str) -> dict[str, Any]:
         raise CheckpointError(
             f"--resume: {path} belongs to `mpsctl {saved['stage']}`, not `mpsctl {phase_stage}`"
         )
-    changed = recipe_diff(saved["recipe"], recipe_to_dict(recipe), RESUME_KEYS)
+    changed = recipe_diff(_without_loader_keys(saved["recipe"]),
+                          _without_loader_keys(recipe_to_dict(recipe)), RESUME_KEYS)
     if changed:
         raise RecipeError(
             f"--resume: the recipe changed {', '.join(changed)} since {path} was written "

@@ -35,12 +35,20 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240.0) -> Non
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no epoch checkpoint appeared"
+        if time.monotonic() >= deadline:
+            proc.kill()  # leave no search running behind a failed test
+            proc.communicate()
+            raise AssertionError("no epoch checkpoint appeared")
         time.sleep(0.05)
 
 
 def _result(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate(timeout=600)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     assert proc.returncode == 0, err
     return json.loads(out)
 
@@ -118,3 +126,9 @@ def test_resume_refuses_a_changed_search_space(tmp_path):
     )
     assert proc.returncode == 2
     assert "search.weight_bits" in proc.stderr
+    # any dataset option counts (here the number of samples); loader settings do not
+    data = subprocess.run(
+        [sys.executable, "-m", "mpsctl", "search", str(recipe), "--resume", "data.size=48"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert data.returncode == 2 and "data.size" in data.stderr, data.stderr
