@@ -11,7 +11,8 @@ whole, with the summed latency of every layer that shares it, to the cheapest ch
 promotions can reach; per-layer choices are left alone. The cycles the earlier two-pass
 heuristic would have reached are reported beside the optimum (``heuristic``).
 The result freezes every choice at the refined assignment (stage ``refine``), which
-export accepts like a search checkpoint.
+export accepts like a search checkpoint. Promotions add weight bits: a choice whose
+refinement would take the model over one of the search's budgets stays as searched.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from mpsctl.checkpoint import state
 from mpsctl.console import Reporter
-from mpsctl.stages import summary
+from mpsctl.stages import budgets, summary
 from mpsctl.targets import catalog
 from mpsctl.targets.refine import exact_layer_costs, latency_model, refine_supernet
 
@@ -34,10 +35,17 @@ def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
     recipe, net = state.rebuild(ckpt)
     model = latency_model(target, recipe.search.targets, net)
     before = exact_layer_costs(net, model)
-    refined, skipped, heuristic = refine_supernet(net, model)
+    bounds = ckpt.get("budgets", {})
+    refined, skipped, heuristic = refine_supernet(net, model, bounds)
     after = exact_layer_costs(net, model)
-    if skipped:
-        reporter.log(f"per-layer choices left alone: {', '.join(skipped)}")
+    choices = dict(net.choices())
+    held = [n for n in skipped if choices[n].per_channel]
+    per_layer = [n for n in skipped if n not in held]
+    if per_layer:
+        reporter.log(f"per-layer choices left alone: {', '.join(per_layer)}")
+    if held:
+        reporter.log(f"kept as searched (refining them would break the budget "
+                     f"{', '.join(bounds)}): {', '.join(held)}")
     names = summary.cost_names(recipe.search.objective_costs(), net)
     cost = summary.costs(net, names, hard=True)
     data = state.payload("refine", recipe, net, tuple(ckpt["input_shape"]),
@@ -51,4 +59,5 @@ def run_refine(path: Path, target: str, reporter: Reporter) -> dict[str, Any]:
     total = {"before": sum(before.values()), "heuristic_cycles": sum(heuristic.values()),
              "after": sum(after.values())}
     return {"checkpoint": str(out), "target": target, "latency": model.name, "layers": layers,
-            "total": total, "cost": cost}
+            "total": total, "cost": cost, "held_by_budget": held,
+            "budget": budgets.slack(cost, bounds)}

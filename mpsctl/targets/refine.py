@@ -20,7 +20,7 @@ whose groups run concurrently, where the layer takes the slowest).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -344,13 +344,16 @@ def exact_layer_costs(net: Supernet, model: CostModel) -> dict[str, float | int]
 
 
 def refine_supernet(
-    net: Supernet, model: CostModel
+    net: Supernet, model: CostModel, budgets: Mapping[str, float] | None = None
 ) -> tuple[list[str], list[str], dict[str, float | int]]:
     """Refine every per-channel choice in place under ``model`` (frozen afterwards).
 
-    Each choice is refined on the summed cost of every layer that shares it. Returns the
-    refined and the left-alone choice names, and each layer's cost at the counts the earlier
-    two-pass heuristic reaches (to report what the exact search buys).
+    Each choice is refined on the summed cost of every layer that shares it. Promotions
+    add weight bits, so with ``budgets`` (``{cost: bound}``, e.g. the search's
+    ``params_bit`` budget) a choice whose refinement would take the model over a bound
+    stays as searched. Returns the refined and the left-alone choice names (per-layer
+    choices, and per-channel ones held back by a budget), and each layer's cost at the
+    counts the earlier two-pass heuristic reaches (to report what the exact search buys).
     """
     members: dict[int, list] = {}
     for name, layer in net.layers():
@@ -383,6 +386,11 @@ def refine_supernet(
         logits = choice.alpha.detach() if choice.alpha is not None else choice.one_hot()
         after = refine_channel_assignment(before, choice.bits, logits, latency)
         choice.freeze(after)
+        if budgets and any(float(net.cost(cost, hard=True)) > bound
+                           for cost, bound in budgets.items()):
+            choice.freeze(before)
+            skipped.append(name)
+            continue
         refined.append(name)
     return refined, skipped, heuristic
 

@@ -290,3 +290,36 @@ def test_512_channels_and_4_precisions_refine_in_well_under_a_second() -> None:
     refined = refine_channel_assignment(assign, bits, torch.randn(4, 512), _additive(geom))
     assert time.process_time() - start < 1.0
     assert _cycles(geom, refined, bits) <= _cycles(geom, assign, bits)
+
+
+def test_refine_keeps_the_search_budget() -> None:
+    """Promotions add weight bits: under a params_bit budget the refined model stays within
+    it, the choices whose refinement would break it are kept as searched, and without the
+    budget the same refine goes over it."""
+    from mpsctl.models.resnet8 import ResNet8
+    from mpsctl.search.convert import build_supernet
+    from mpsctl.search.space import SearchSpace
+    from mpsctl.targets.refine import refine_supernet
+
+    def net():
+        torch.manual_seed(0)
+        n = build_supernet(ResNet8(), torch.rand(2, 3, 32, 32),
+                           SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(8,), per_channel=True))
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for _, choice in n.choices():
+                if choice.alpha is not None:
+                    choice.alpha.copy_(torch.randn(choice.alpha.shape, generator=g) * 1.5)
+        return n.eval()
+
+    free, held = net(), net()
+    bound = float(free.cost("params_bit", hard=True)) * 1.01
+    refined, _, _ = refine_supernet(free, free.cost_model("ne16"))
+    assert float(free.cost("params_bit", hard=True)) > bound  # unbounded refine goes over
+    kept_refined, skipped, _ = refine_supernet(held, held.cost_model("ne16"),
+                                               {"params_bit": bound})
+    assert float(held.cost("params_bit", hard=True)) <= bound
+    per_channel = {n for n, c in held.choices() if c.per_channel}
+    assert 0 < len(kept_refined) < len(refined)
+    assert set(skipped) & per_channel  # held back by the budget
+    assert float(held.cost("ne16", hard=True)) < float(net().cost("ne16", hard=True))
