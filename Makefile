@@ -30,6 +30,7 @@ quickstart-ne16: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/search_overhead.py --model resnet8 --type per_layer
 	$(PY) bench/search_overhead.py --model resnet8 --type per_channel
+	$(PY) bench/exactness.py
 
 clean:
 	rm -rf runs .pytest_cache
