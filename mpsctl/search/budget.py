@@ -407,6 +407,17 @@ def apply_assignment(net: Supernet, assignment: Assignment) -> int:
 #: ``log λ`` stays within these bounds (λ from about 2e-9 to 5e8).
 _LOG_BOUNDS = (-20.0, 20.0)
 
+#: However short the search, λ can move by this factor over it (three orders of magnitude).
+STRENGTH_RANGE = math.log(1000.0)
+
+
+def rate_for(epochs: int, rate: float = 0.5) -> float:
+    """The per-epoch rate of ``log λ``: ``rate``, raised for short searches so that λ can
+    still cross :data:`STRENGTH_RANGE` in ``epochs`` epochs (at 0.5, a 4-epoch search could
+    move λ by only e^2 and left a GAP8 search at the full model's latency, twice its
+    budget, for the projection to cut)."""
+    return max(rate, STRENGTH_RANGE / max(epochs, 1))
+
 
 class DualAscent:
     """Adaptive strengths ``λ_b`` for the normalised costs ``cost_b / budget_b``.

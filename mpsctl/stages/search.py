@@ -15,7 +15,7 @@ from mpsctl.checkpoint import state
 from mpsctl.console import Reporter, format_cost
 from mpsctl.errors import CheckpointError, RecipeError
 from mpsctl.recipe import Recipe, build, dump_recipe_yaml, recipe_diff, recipe_to_dict
-from mpsctl.search.budget import DualAscent
+from mpsctl.search.budget import DualAscent, rate_for
 from mpsctl.search.supernet import Supernet
 from mpsctl.stages import budgets, common, summary
 from mpsctl.training import distributed
@@ -244,7 +244,7 @@ def _search(recipe, net: Supernet, loaders, device, reporter, stop, saved, last,
     net.set_mode(s.temperature.mode)
     dual = None
     if bounds:
-        dual = DualAscent(net, bounds, steps_per_epoch=steps,
+        dual = DualAscent(net, bounds, rate=rate_for(s.epochs), steps_per_epoch=steps,
                           reduce=lambda v: distributed.reduce_sums(v, device))
         if saved is not None and "budget" in saved:
             dual.load_state_dict(saved["budget"])

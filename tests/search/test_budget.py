@@ -227,3 +227,12 @@ def test_l1_pruning_keeps_the_largest_channels_within_budget():
     assert l1_pruned_assignment(net, {"params_bit": low - 1}) is None
     full, share = l1_pruned_assignment(net, {"params_bit": high})
     assert share == 1.0 and all(bool((full[n] != 0).all()) for n in channel_l1(net))
+
+
+def test_short_searches_get_a_faster_strength_rate():
+    from mpsctl.search.budget import STRENGTH_RANGE, rate_for
+
+    assert rate_for(20) == 0.5  # long searches: the documented e^0.5 per epoch
+    assert rate_for(4) == pytest.approx(STRENGTH_RANGE / 4)
+    assert rate_for(4) * 4 >= math.log(1000.0) - 1e-9  # λ can cross 3 decades in 4 epochs
+    assert rate_for(0) == pytest.approx(STRENGTH_RANGE)
