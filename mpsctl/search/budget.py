@@ -7,11 +7,11 @@ Plain numbers only: the recipe layer turns ``24KiB`` or ``10%`` into a :class:`B
   exactly, layer by layer, so that changing one choice re-prices only the layers it touches.
 - :class:`DualAscent` adds ``Σ_b λ_b · cost_b / budget_b`` to the search loss and moves
   ``log λ_b`` after every step by ``rate / steps_per_epoch · log(cost_b / budget_b)`` (the
-  log clipped to ±1, ``rate`` 0.5): up while the model is over budget, down while it is
-  under, by at most a factor e^0.5 per epoch. The cost followed is the expected one by
-  default: it moves smoothly with the logits, while the argmax cost jumps when the channels
-  of a layer (all starting from the same logits) flip together; at the search's low final
-  temperatures the two agree.
+  log clipped to ±1, ``rate`` 0.5, more for short searches: :func:`rate_for`): up while the
+  model is over budget, down while it is under, by at most a factor e^rate per epoch. The
+  cost followed is the expected one by default: it moves smoothly with the logits, while
+  the argmax cost jumps when the channels of a layer (all starting from the same logits)
+  flip together; at the search's low final temperatures the two agree.
   ``λ`` starts at a hundredth of the strength whose gradient on the logits is as large as
   the task loss's on the first batch (one batch's gradient is mostly noise that Adam
   averages away; its steady part is far smaller).
