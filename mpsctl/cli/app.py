@@ -360,15 +360,15 @@ def eval_(
         str, typer.Option("--split", help="Data split: val (default), test or train.")
     ] = "val",
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Accuracy and loss of any stage's model on the validation (or test/train) split."""
 
     def action():
-        from mpsctl.console import Reporter
         from mpsctl.stages.common import pick_checkpoint
         from mpsctl.stages.evaluate import run_eval
 
-        return run_eval(pick_checkpoint(ckpt, Reporter()), split)
+        return run_eval(pick_checkpoint(ckpt, _reporter(quiet, as_json)), split)
 
     result = _run(action)
     from mpsctl.cli import views
@@ -384,15 +384,15 @@ def report(
     ckpt: CkptArg = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Write PNG plots here.")] = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Per-layer precisions, channels and costs (recomputed from the model)."""
 
     def action():
-        from mpsctl.console import Reporter
         from mpsctl.stages.common import pick_checkpoint
         from mpsctl.stages.evaluate import run_report
 
-        result = run_report(pick_checkpoint(ckpt, Reporter()))
+        result = run_report(pick_checkpoint(ckpt, _reporter(quiet, as_json)))
         if plot:
             from pathlib import Path
 

@@ -48,6 +48,10 @@ def test_export_finetune_eval_report_chain(cli, recipe):
     assert all(0 <= row["test_accuracy"] <= 1 for row in report["lineage"])
     human = cli("report", finetune["checkpoint"])
     assert "test accuracy" in human.stdout
+    # -q like every other command: nothing on stderr, the result still on stdout
+    for command in ("eval", "report"):
+        quiet = cli(command, "-q")  # the newest checkpoint, picked without a word
+        assert quiet.exit_code == 0 and quiet.stdout and not quiet.stderr, command
 
 
 def test_export_removes_pruned_channels(cli, tmp_path):
