@@ -180,6 +180,23 @@ class MacsPerCycle:
                 f"(it runs {', '.join(map(str, runs))}, or 0 to prune)"
                 for w in weight_bits if w != 0 and w not in runs]
 
+    def cycles(self, work: Any, act_bits: Any, weight_bits: Any, target: str) -> Any:
+        """Cycles of ``work`` MACs at (``act_bits``, ``weight_bits``). Tensors broadcast (the
+        search; NaN for a pair outside the table); numbers are exact, 0 for 0-bit weights
+        and a ValueError naming ``target`` for a pair outside the table."""
+        if isinstance(act_bits, Tensor) or isinstance(weight_bits, Tensor):
+            ref = act_bits if isinstance(act_bits, Tensor) else weight_bits
+            a = torch.as_tensor(act_bits, device=ref.device)
+            w = torch.as_tensor(weight_bits, device=ref.device)
+            return work * self.cycles_per_mac(a, w)
+        if weight_bits == 0:
+            return 0
+        rate = self.rate(int(act_bits), int(weight_bits))
+        if rate is None:
+            raise ValueError(f"{target} cannot run {act_bits}-bit activations with "
+                             f"{weight_bits}-bit weights")
+        return work / rate
+
     def cycles_per_mac(self, act_bits: Tensor, weight_bits: Tensor) -> Tensor:
         """Cycles per MAC for broadcastable bit tensors: 0 for 0-bit weights, NaN for a pair
         outside the table (the recipe check refuses those before a search starts)."""

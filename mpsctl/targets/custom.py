@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from mpsctl.cost.base import CostModel, LayerGeometry
@@ -66,18 +65,7 @@ def custom_group_cycles(
     """
     c = constants
     work = macs(geom, round_up(cin, c.cin_multiple), round_up(cout, c.cout_multiple))
-    if isinstance(act_bits, Tensor) or isinstance(weight_bits, Tensor):
-        ref = act_bits if isinstance(act_bits, Tensor) else weight_bits
-        a = torch.as_tensor(act_bits, device=ref.device)
-        w = torch.as_tensor(weight_bits, device=ref.device)
-        return work * c.macs_per_cycle.cycles_per_mac(a, w)
-    if weight_bits == 0:
-        return 0
-    rate = c.macs_per_cycle.rate(int(act_bits), int(weight_bits))
-    if rate is None:
-        raise ValueError(f"the target cannot run {act_bits}-bit activations with "
-                         f"{weight_bits}-bit weights")
-    return work / rate
+    return c.macs_per_cycle.cycles(work, act_bits, weight_bits, "the target")
 
 
 def custom_overhead(kept_cout: Quantity, constants: CustomConstants) -> Quantity:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from mpsctl.cost.base import CostModel, LayerGeometry
@@ -61,18 +60,8 @@ def mpic_cycles(
     Tensors broadcast (the search; NaN for a pair outside the table); numbers give the exact
     value and a ValueError for such a pair. 0-bit weights cost nothing.
     """
-    work = macs(geom, cin, cout)
-    if isinstance(act_bits, Tensor) or isinstance(weight_bits, Tensor):
-        return work * constants.macs_per_cycle.cycles_per_mac(
-            _as_tensor(act_bits, weight_bits), _as_tensor(weight_bits, act_bits)
-        )
-    if weight_bits == 0:
-        return 0
-    rate = constants.macs_per_cycle.rate(int(act_bits), int(weight_bits))
-    if rate is None:
-        raise ValueError(f"MPIC cannot run {act_bits}-bit activations with {weight_bits}-bit "
-                         "weights")
-    return work / rate
+    return constants.macs_per_cycle.cycles(macs(geom, cin, cout), act_bits, weight_bits,
+                                           "MPIC")
 
 
 def mpic_layer_cycles(
@@ -90,14 +79,6 @@ def mpic_layer_cycles(
 def mpic_energy(cycles: Quantity, constants: MPICConstants) -> Quantity:
     """Joules spent in ``cycles`` at the core's clock and mean power."""
     return cycles / constants.frequency_hz * constants.power_w
-
-
-def _as_tensor(value: Quantity, other: Quantity) -> Tensor:
-    """``value`` as a tensor on the device of whichever of the two already is one."""
-    if isinstance(value, Tensor):
-        return value
-    device = other.device if isinstance(other, Tensor) else None
-    return torch.as_tensor(value, device=device)
 
 
 def mpic_precision_problems(geom: LayerGeometry, act_bits: int, weight_bits: list[int],
