@@ -207,7 +207,7 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
             grad = grad * ~(out <= 0)
         top, low, rows = scalars(clip)
         mass = float(theta.sum())
-        above = x >= clip
+        above = x >= top  # Python numbers, like every scalar of the eager bodies
         below = x <= low
         grad_clip = torch.where(above, grad, 0.0).sum()
         if signed:
