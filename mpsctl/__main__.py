@@ -2,4 +2,6 @@
 
 from mpsctl.cli import main
 
-main()
+# guarded: the worker processes of `sweep --jobs` import this module again as __mp_main__
+if __name__ == "__main__":
+    main()

@@ -184,6 +184,10 @@ def sweep(
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip the points a previous run finished.")
     ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", help="Points run side by side in worker processes, "
+                          "sharing the CPU threads (2 on a 2-core machine).")
+    ] = 1,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -205,7 +209,7 @@ def sweep(
                 raise UserError(f"--strengths: {text} must be positive")
         reporter = _reporter(quiet, as_json)
         result = run_sweep(loaded, reporter, parse_list(budgets, "--budgets"), values, cost,
-                           baselines=not no_baselines, resume=resume)
+                           baselines=not no_baselines, resume=resume, jobs=jobs)
         result["plot"] = _pareto_plot(result, reporter)
         return result
 

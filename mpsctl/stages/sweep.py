@@ -31,6 +31,7 @@ from mpsctl.errors import UserError
 from mpsctl.recipe import Recipe, build, recipe_from_dict, recipe_to_dict
 from mpsctl.recipe.budget import format_amount, parse_budget
 from mpsctl.search.budget import cost_range
+from mpsctl.stages.parallel import run_in_workers
 from mpsctl.training import distributed
 from mpsctl.training.device import seed_everything
 
@@ -206,17 +207,24 @@ def run_sweep(
     cost: str | None = None,
     baselines: bool = True,
     resume: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Warm up once, run every point (skipping finished ones with ``resume``), and return
-    the points, the Pareto front and how the searched models compare with the baselines."""
+    """Warm up once, run every point (skipping finished ones with ``resume``; ``jobs``
+    points at a time in worker processes), and return the points, the Pareto front and how
+    the searched models compare with the baselines."""
     if bool(budget_texts) == bool(strengths):
         raise UserError("sweep: give either --budgets or --strengths (e.g. --budgets 5%,10%)")
+    if jobs < 1:
+        raise UserError(f"--jobs: {jobs} must be at least 1")
     run_dir = recipe.run_dir
     sweep_file = run_dir / SWEEP_FILE
     previous = _read_previous(sweep_file, resume)
     cost = sweep_cost(recipe, cost)
     seed_everything(recipe.seed)
     ctx, _ = distributed.init(recipe.device)
+    if jobs > 1 and ctx.enabled:
+        raise UserError(f"--jobs {jobs}: under torchrun every point already runs on all the "
+                        "processes (drop --jobs, or run without torchrun)")
     reporter.quiet = reporter.quiet or not ctx.is_main
     bundle = build.datasets(recipe)
     model = build.float_model(recipe)
@@ -243,11 +251,21 @@ def run_sweep(
         reporter.log(f"sweep: reusing the fp32 warm-up in {weights}")
     distributed.barrier()
     _write(sweep_file, record, points, done)
-    for index, point in enumerate(points, 1):
+    for point in points:
         if point.id in done:
-            reporter.log(f"sweep [{index}/{len(points)}] {point.id}: finished before, skipped")
-            continue
-        reporter.log(f"sweep [{index}/{len(points)}] {point.id}: {point.label}")
+            reporter.log(f"sweep: {point.id} finished before, skipped")
+    todo = [p for p in points if p.id not in done]
+    if jobs > 1 and len(todo) > 1:
+        def finished(point_id: str, result: dict[str, Any]) -> None:
+            done[point_id] = result
+            _write(sweep_file, record, points, done)
+
+        run_in_workers(_point_job, [
+            (p.id, (recipe_to_dict(recipe), p, str(run_dir), str(weights), cost,
+                    scale["highest"])) for p in todo
+        ], jobs, reporter, finished)
+    for index, point in enumerate(p for p in todo if p.id not in done):
+        reporter.log(f"sweep [{index + 1}/{len(todo)}] {point.id}: {point.label}")
         done[point.id] = _run_point(recipe, point, run_dir, weights, reporter, cost,
                                     scale["highest"])
         _write(sweep_file, record, points, done)
@@ -309,6 +327,13 @@ def _run_point(
     if "projection" in searched["metrics"]:
         out["projection"] = searched["metrics"]["projection"]
     return out
+
+
+def _point_job(recipe_data: dict[str, Any], point: SweepPoint, run_dir: str, weights: str,
+               cost: str, highest: float) -> dict[str, Any]:
+    """One point in a worker process of ``--jobs``: the same run, reporting nothing."""
+    return _run_point(recipe_from_dict(recipe_data), point, Path(run_dir), Path(weights),
+                      Reporter(quiet=True), cost, highest)
 
 
 def _pruner(point: SweepPoint):

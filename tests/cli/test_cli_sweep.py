@@ -98,8 +98,22 @@ def test_sweep_refuses_bad_input_before_training(cli, sweep_recipe, tmp_path):
                         (["--budgets", "5 parsecs"], "unknown unit"),
                         (["--strengths", "x"], "--strengths"),
                         ([], "either --budgets or --strengths"),
-                        (["--budgets", "5%", "--strengths", "1e-6"], "either")):
+                        (["--budgets", "5%", "--strengths", "1e-6"], "either"),
+                        (["--budgets", "5%", "--jobs", "0"], "--jobs")):
         result = cli("sweep", sweep_recipe, *args)
         assert result.exit_code == 2, (args, result.stderr)
         assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_with_jobs_runs_every_point_in_workers(cli, sweep_recipe, tmp_path):
+    out = cli.json("sweep", sweep_recipe, "--budgets", "20%,40%", "--jobs", "2")
+    run = tmp_path / "runs" / "tiny"
+    saved = json.loads((run / "sweep.json").read_text())
+    planned = [p["id"] for p in saved["plan"]]
+    assert [p["id"] for p in out["points"]] == planned == [p["id"] for p in saved["points"]]
+    for p in out["points"]:
+        assert p["status"] == "done" and (run / p["id"] / "finetune.pt").exists()
+        if p["bound"] is not None:
+            assert p["cost"]["params_bit"] <= p["bound"]
+    assert out["front"] and len(out["dominance"]) == 4
