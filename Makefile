@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/search_overhead.py --model resnet8 --type per_layer
 	$(PY) bench/search_overhead.py --model resnet8 --type per_channel
 	$(PY) bench/exactness.py
+	$(PY) bench/sweep_jobs.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -16,6 +16,17 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from fixed_models import (  # noqa: E402, F401 - the fixtures are used by their names
+    PER_CHANNEL_A8,
+    assert_agrees,
+    calibrate,
+    center_logits,
+    mixed_mnist_fixture,
+    pruned_dscnn_fixture,
+    pruned_resnet_fixture,
+    randomize,
+)
+
 from mpsctl.deploy import export_onnx  # noqa: E402
 from mpsctl.deploy.integer import (  # noqa: E402
     MULTIPLIER_BITS,
@@ -29,103 +40,20 @@ from mpsctl.errors import (  # noqa: E402
     MissingPackageError,  # noqa: E402
     UserError,
 )
-from mpsctl.models import build_model  # noqa: E402
 from mpsctl.search.convert import build_supernet  # noqa: E402
-from mpsctl.search.layers import ActivationSlot  # noqa: E402
 from mpsctl.search.space import SearchSpace  # noqa: E402
 from mpsctl.stages.export import run_onnx_export  # noqa: E402
-
-PER_LAYER = SearchSpace(weight_bits=(2, 4, 8), act_bits=(2, 4, 8))
-PER_CHANNEL = SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(4, 8), per_channel=True)
-#: 8-bit activations: at 4 bits, the pooled features of a random DS-CNN barely vary.
-PER_CHANNEL_A8 = SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(8,), per_channel=True)
-
-
-def _randomize(model: nn.Module) -> nn.Module:
-    """BN statistics away from identity; a zero-bias classifier so predictions vary."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.3, 0.3)
-            elif isinstance(m, nn.Linear):
-                m.weight.mul_(4)
-                if m.bias is not None:
-                    m.bias.zero_()
-    return model
-
-
-def _calibrate(net, x: torch.Tensor) -> None:
-    """Set each activation clip to 80 % of the largest value that reaches it."""
-    for slot in [m for m in net.modules() if isinstance(m, ActivationSlot)]:
-        peak: list[torch.Tensor] = []
-        hook = slot.register_forward_hook(lambda m, i, o, peak=peak: peak.append(i[0].abs().max()))
-        with torch.no_grad():
-            net(x)
-        hook.remove()
-        slot.quantizer.clip.data.fill_(0.8 * float(max(peak)) + 1e-3)
-
-
-def _fixed(name: str, shape, space: SearchSpace, seed: int = 0, **kwargs):
-    torch.manual_seed(seed)
-    model = _randomize(build_model(name, kwargs, None))
-    x = torch.rand(64, *shape) * torch.rand(64, 1, *([1] * (len(shape) - 1)))
-    net = build_supernet(model, x[:2], space)
-    for i, (_, choice) in enumerate(net.choices()):
-        alpha = torch.randn_like(choice.alpha)
-        if not choice.per_channel:  # per layer: walk through the candidates, layer by layer
-            alpha[i % len(choice.bits)] += 10
-        choice.alpha.data = alpha
-    fixed = net.harden()
-    _calibrate(fixed, x)
-    _center_logits(fixed, x)
-    return net, fixed, x
-
-
-def _center_logits(fixed, x: torch.Tensor) -> None:
-    """Subtract the mean logit from the classifier's bias, so that the argmax depends on
-    the sample (a random network otherwise predicts one class for everything)."""
-    _, head = list(fixed.layers())[-1]
-    with torch.no_grad():
-        head.bias -= fixed(x).mean(0)
 
 
 def _props(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
-def _assert_agrees(summary: dict, fixed=None, x=None) -> None:
-    if fixed is not None:  # the check means something only if predictions vary
-        with torch.no_grad():
-            assert fixed(x).argmax(1).unique().numel() >= 3
-    assert summary["top1_agreement"] >= 0.99
-    # Only float32 round-off in the fake-quant model at exact rounding ties can flip a code.
-    assert summary["code_mismatch"] < 1e-3
-    assert summary["samples"] == 64
-
-
-@pytest.fixture(scope="module")
-def mixed_mnist():
-    return _fixed("mnist_cnn", (1, 28, 28), PER_LAYER)
-
-
-@pytest.fixture(scope="module")
-def pruned_resnet():
-    return _fixed("resnet8", (3, 16, 16), PER_CHANNEL, seed=1)
-
-
-@pytest.fixture(scope="module")
-def pruned_dscnn():
-    return _fixed("ds_cnn", (1, 20, 10), PER_CHANNEL_A8, seed=2, width=16, depth=2)
-
-
 def test_per_layer_mixed_model_runs_integer_only(mixed_mnist, tmp_path: Path) -> None:
     _, fixed, x = mixed_mnist
     path = tmp_path / "mixed.onnx"
     summary = export_onnx(fixed, x, path)
-    _assert_agrees(summary, fixed, x)
+    assert_agrees(summary, fixed, x)
     assert summary["onnx"] == str(path) and path.stat().st_size == summary["bytes"]
     assert len({layer["w_bits"] for layer in summary["layers"]}) > 1  # really mixed
     graph = onnx.load(str(path)).graph
@@ -146,7 +74,7 @@ def test_pruned_per_channel_models_agree(which, variant, request, tmp_path: Path
     kept = {n: layer.weight.shape[0] for n, layer in fixed.layers()}
     assert any(kept[n] < original[n] for n in kept)  # channels were physically removed
     summary = export_onnx(fixed, x, tmp_path / f"{which}.onnx", variant)
-    _assert_agrees(summary, fixed, x)
+    assert_agrees(summary, fixed, x)
     assert summary["variant"] == variant
     graph = onnx.load(summary["onnx"]).graph
     shapes = {init.name: tuple(init.dims) for init in graph.initializer}
@@ -253,14 +181,14 @@ def test_run_onnx_export_from_checkpoints(tmp_path: Path, monkeypatch) -> None:
     })
     shape = (1, 28, 28)
     torch.manual_seed(0)
-    net = supernet_for(recipe, _randomize(float_model(recipe)), shape)
+    net = supernet_for(recipe, randomize(float_model(recipe)), shape)
     for _, choice in net.choices():
         choice.alpha.data = torch.randn_like(choice.alpha)
     search_ckpt = state.write(tmp_path / "search.pt", state.payload("search", recipe, net, shape))
     with pytest.raises(CheckpointError, match="mpsctl export"):
         run_onnx_export(search_ckpt, tmp_path / "x.onnx", "integer")
     fixed = net.harden()
-    _calibrate(fixed, torch.rand(32, *shape))
+    calibrate(fixed, torch.rand(32, *shape))
     export_ckpt = state.write(tmp_path / "export.pt", state.payload("export", recipe, fixed,
                                                                     shape))
     out = tmp_path / "model.onnx"
@@ -311,15 +239,15 @@ class _SequenceNet(nn.Module):
 def test_pooling_and_1d_models_agree(model, shape, variant, tmp_path: Path) -> None:
     torch.manual_seed(4)
     x = torch.rand(64, *shape) * torch.rand(64, shape[0], *([1] * (len(shape) - 1)))
-    net = build_supernet(_randomize(model()), x[:2], PER_CHANNEL_A8)
+    net = build_supernet(randomize(model()), x[:2], PER_CHANNEL_A8)
     for _, choice in net.choices():
         choice.alpha.data = torch.randn_like(choice.alpha)
     fixed = net.harden()
-    _calibrate(fixed, x)
+    calibrate(fixed, x)
     for _, slot in fixed.activation_slots():  # ReLU6 needs a range within [0, 6]
         slot.quantizer.clip.data.clamp_(max=6.0)
-    _center_logits(fixed, x)
-    _assert_agrees(export_onnx(fixed, x, tmp_path / "m.onnx", variant), fixed, x)
+    center_logits(fixed, x)
+    assert_agrees(export_onnx(fixed, x, tmp_path / "m.onnx", variant), fixed, x)
 
 
 def test_float_only_op_is_named_in_one_line(tmp_path: Path) -> None:

@@ -13,34 +13,19 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("qonnx")
 
-from onnx import numpy_helper  # noqa: E402
-from test_onnx_export import (  # noqa: E402
-    PER_CHANNEL,
-    PER_CHANNEL_A8,
-    PER_LAYER,
-    _assert_agrees,
-    _fixed,
+from fixed_models import (  # noqa: E402, F401 - the fixtures are used by their names
+    assert_agrees,
+    fixed_model,
+    mixed_mnist_fixture,
+    pruned_dscnn_fixture,
+    pruned_resnet_fixture,
 )
+from onnx import numpy_helper  # noqa: E402
 
 from mpsctl.deploy import export_onnx  # noqa: E402
 from mpsctl.deploy.integer import act_grid  # noqa: E402
 from mpsctl.errors import MissingPackageError, UserError  # noqa: E402
 from mpsctl.search.space import SearchSpace  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def mixed_mnist():
-    return _fixed("mnist_cnn", (1, 28, 28), PER_LAYER)
-
-
-@pytest.fixture(scope="module")
-def pruned_resnet():
-    return _fixed("resnet8", (3, 16, 16), PER_CHANNEL, seed=1)
-
-
-@pytest.fixture(scope="module")
-def pruned_dscnn():
-    return _fixed("ds_cnn", (1, 20, 10), PER_CHANNEL_A8, seed=2, width=16, depth=2)
 
 
 def _graph_bits(path: Path) -> tuple[dict[str, list[int]], list[tuple[int, int, int]]]:
@@ -84,7 +69,7 @@ def test_per_layer_mixed_model(mixed_mnist, tmp_path: Path) -> None:
     _, fixed, x = mixed_mnist
     path = tmp_path / "mixed.onnx"
     summary = export_onnx(fixed, x, path, "qonnx")
-    _assert_agrees(summary, fixed, x)
+    assert_agrees(summary, fixed, x)
     assert summary["variant"] == "qonnx" and summary["executor"] == "qonnx"
     assert len(summary["per_quantizer"]) == len(list(fixed.activation_slots()))
     assert len({layer["w_bits"] for layer in summary["layers"]}) > 1  # really mixed
@@ -104,7 +89,7 @@ def test_pruned_per_channel_models(which, request, tmp_path: Path) -> None:
     net, fixed, x = request.getfixturevalue(which)
     path = tmp_path / f"{which}.onnx"
     summary = export_onnx(fixed, x, path, "qonnx")
-    _assert_agrees(summary, fixed, x)
+    assert_agrees(summary, fixed, x)
     _assert_bits_match(fixed, path)
     layers, _ = _graph_bits(path)
     original = {n: layer.weight.shape[0] for n, layer in net.layers()}
@@ -119,10 +104,10 @@ def test_pruned_per_channel_models(which, request, tmp_path: Path) -> None:
 
 def test_sixteen_bits_keep_their_width(tmp_path: Path) -> None:
     space = SearchSpace(weight_bits=(4, 16), act_bits=(6, 16))
-    _, fixed, x = _fixed("mnist_cnn", (1, 28, 28), space, seed=3)
+    _, fixed, x = fixed_model("mnist_cnn", (1, 28, 28), space, seed=3)
     path = tmp_path / "wide.onnx"
     summary = export_onnx(fixed, x, path, "qonnx")
-    _assert_agrees(summary, fixed, x)
+    assert_agrees(summary, fixed, x)
     layers, acts = _graph_bits(path)
     assert 16 in {b for bits in layers.values() for b in bits} | {a[0] for a in acts}
     _assert_bits_match(fixed, path)

@@ -29,10 +29,14 @@ def _interrupts_parent() -> dict:
     return {"seconds": 0.5, "accuracy": 0.5, "pid": os.getpid()}
 
 
-def _run(todo, jobs=2):
+def _dispatch(kind: str, *args) -> dict:
+    return {"sleep": _sleeps, "fail": _fails, "interrupt": _interrupts_parent}[kind](*args)
+
+
+def _run(job, todo, jobs=2):
     recorded: dict[str, dict] = {}
     try:
-        run_in_workers(todo[0], todo[1], jobs, Reporter(quiet=True), recorded.__setitem__)
+        run_in_workers(job, todo, jobs, Reporter(quiet=True), recorded.__setitem__)
     except BaseException as error:  # noqa: BLE001 - the test inspects what was raised
         return recorded, error
     return recorded, None
@@ -40,7 +44,7 @@ def _run(todo, jobs=2):
 
 def test_points_run_side_by_side_in_worker_processes():
     todo = [(f"p{i}", (1.0,)) for i in range(3)]
-    recorded, error = _run((_sleeps, todo))
+    recorded, error = _run(_sleeps, todo)
     assert error is None
     assert sorted(recorded) == ["p0", "p1", "p2"]
     pids = {r["pid"] for r in recorded.values()}
@@ -48,20 +52,17 @@ def test_points_run_side_by_side_in_worker_processes():
 
 
 def test_a_failed_point_keeps_the_others_and_is_raised():
-    recorded, error = _run((_dispatch, [("ok", ("sleep", 0.2)), ("bad", ("fail",)),
-                                        ("later", ("sleep", 0.1))]))
+    # one worker: the points run in order, so "later" would start only after "bad" failed
+    recorded, error = _run(_dispatch, [("ok", ("sleep", 0.1)), ("bad", ("fail",)),
+                                       ("later", ("sleep", 0.1))], jobs=1)
     assert isinstance(error, UserError) and "broken on purpose" in str(error)
-    assert "ok" in recorded and "later" not in recorded  # no new point after the failure
-
-
-def _dispatch(kind: str, *args) -> dict:
-    return {"sleep": _sleeps, "fail": _fails, "interrupt": _interrupts_parent}[kind](*args)
+    assert list(recorded) == ["ok"]  # kept, and no new point after the failure
 
 
 def test_ctrl_c_starts_no_new_point_and_keeps_the_finished_ones():
     previous = signal.getsignal(signal.SIGINT)
-    recorded, error = _run((_dispatch, [("first", ("interrupt",)), ("second", ("sleep", 1.0)),
-                                        ("third", ("sleep", 0.1))]))
+    recorded, error = _run(_dispatch, [("first", ("interrupt",)), ("second", ("sleep", 1.0)),
+                                       ("third", ("sleep", 0.1))])
     assert isinstance(error, Interrupted) and "--resume" in str(error)
     assert sorted(recorded) == ["first", "second"]  # both running points end and are kept
     assert signal.getsignal(signal.SIGINT) is previous
