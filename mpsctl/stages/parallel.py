@@ -49,8 +49,8 @@ def run_in_workers(
     at most ``jobs`` at a time, calling ``record(point id, result)`` as each one finishes.
 
     After Ctrl-C or a failed point no new point starts; the running ones end (an
-    interrupted one saves its state), and then the first failure is raised, or
-    :class:`Interrupted` after Ctrl-C.
+    interrupted one saves its state), and then the first failure is raised, or one
+    :class:`Interrupted` for the sweep after Ctrl-C.
     """
     pending = list(todo)
     stop = {"requested": False}
@@ -85,9 +85,8 @@ def run_in_workers(
                         failure = error
     finally:
         signal.signal(signal.SIGINT, previous)
-    if failure is not None:
+    if failure is not None and not isinstance(failure, Interrupted):
         raise failure
-    if stop["requested"]:
-        raise Interrupted("sweep stopped: the finished points are kept in sweep.json; "
-                          "continue with --resume")
+    if stop["requested"] or failure is not None:  # Ctrl-C (the workers saw it too)
+        raise Interrupted("sweep stopped; every finished point is kept in sweep.json")
 

@@ -5,7 +5,12 @@ an interrupted point."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import write_recipe
@@ -117,3 +122,35 @@ def test_sweep_with_jobs_runs_every_point_in_workers(cli, sweep_recipe, tmp_path
         if p["bound"] is not None:
             assert p["cost"]["params_bit"] <= p["bound"]
     assert out["front"] and len(out["dominance"]) == 4
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_with_jobs_and_resume_finishes_it(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: the parent and both workers."""
+    recipe = write_recipe(tmp_path, name="jobs", warmup={"epochs": 1},
+                          search={**SWEEP, "epochs": 3},
+                          data={"name": "fake", "shape": [1, 28, 28], "size": 1536,
+                                "val_size": 64, "batch_size": 32})
+    command = [sys.executable, "-m", "mpsctl", "sweep", str(recipe), "--budgets", "20%,40%",
+               "--no-baselines", "--jobs", "2"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run = tmp_path / "runs" / "jobs"
+    started = [run / point / "last.pt" for point in ("searched-20pct", "searched-40pct")]
+    deadline = time.monotonic() + 300
+    while not all(p.exists() for p in started):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:  # leave nothing running behind a failed test
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(proc.communicate())
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "sweep stopped" in err and "--resume" in err and "Traceback" not in err
+    resumed = subprocess.run([*command, "--resume", "--json"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    points = json.loads(resumed.stdout)["points"]
+    assert [p["id"] for p in points] == ["searched-20pct", "searched-40pct"]
+    assert all(p["status"] == "done" and p["used"] <= 1 for p in points)
