@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mpsctl.cli.plots import PARETO_SIZE
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sweep_table.py"
 
 
@@ -50,4 +52,4 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert (width, height) == (770, 495)
+    assert (width, height) == tuple(int(v * 100) for v in PARETO_SIZE)

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -188,6 +189,11 @@ def sweep(
         int, typer.Option("--jobs", "-j", help="Points run side by side in worker processes, "
                           "sharing the CPU threads (2 on a 2-core machine).")
     ] = 1,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2: one sweep "
+                                 "per seed in runs/<name>/seed-<S>/, then seeds.json with the "
+                                 "mean and range of every point.")
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -208,9 +214,19 @@ def sweep(
             if not values[-1] > 0:
                 raise UserError(f"--strengths: {text} must be positive")
         reporter = _reporter(quiet, as_json)
-        result = run_sweep(loaded, reporter, parse_list(budgets, "--budgets"), values, cost,
-                           baselines=not no_baselines, resume=resume, jobs=jobs)
-        result["plot"] = _pareto_plot(result, reporter)
+        options = {"budget_texts": parse_list(budgets, "--budgets"), "strengths": values,
+                   "cost": cost, "baselines": not no_baselines, "resume": resume, "jobs": jobs}
+        if seeds is None:
+            result = run_sweep(loaded, reporter, **options)
+            result["plot"] = _pareto_plot(result, reporter)
+            return result
+        from mpsctl.stages.seeds import run_sweep_seeds
+
+        result = run_sweep_seeds(loaded, reporter, _seed_list(seeds), **options)
+        for path in result["sweeps"]:
+            sweep = json.loads(Path(path).read_text())
+            _pareto_plot({**sweep, "run_dir": str(Path(path).parent)}, reporter)
+        result["plot"] = _pareto_plot(result, reporter, over_seeds=True)
         return result
 
     result = _run(action)
@@ -220,15 +236,30 @@ def sweep(
         typer.echo(json.dumps(result, default=_jsonable))
         return
     if not quiet:
-        _run(lambda: views.show_sweep(result))
-    typer.echo(result["sweep"])
+        _run(lambda: (views.show_sweep_seeds if seeds else views.show_sweep)(result))
+    typer.echo(result["file"] if seeds else result["sweep"])
 
 
-def _pareto_plot(result: dict[str, Any], reporter) -> str | None:
-    """``pareto.png`` beside ``sweep.json`` (rank 0 only; skipped without matplotlib)."""
-    from pathlib import Path
+def _seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as numbers (one-line errors for an empty list or a non-number)."""
+    from mpsctl.errors import UserError
+    from mpsctl.stages.sweep import parse_list
 
-    from mpsctl.cli.plots import plot_pareto
+    out = []
+    for item in parse_list(text, "--seeds"):
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise UserError(
+                f"--seeds: {item!r} is not a whole number (e.g. --seeds 0,1,2)"
+            ) from None
+    return out
+
+
+def _pareto_plot(result: dict[str, Any], reporter, over_seeds: bool = False) -> str | None:
+    """``pareto.png`` beside ``sweep.json`` or ``seeds.json`` (rank 0 only; skipped without
+    matplotlib)."""
+    from mpsctl.cli.plots import plot_pareto, plot_pareto_seeds
     from mpsctl.errors import MissingPackageError
     from mpsctl.training import distributed
 
@@ -236,7 +267,7 @@ def _pareto_plot(result: dict[str, Any], reporter) -> str | None:
         return None
     path = Path(result["run_dir"]) / "pareto.png"
     try:
-        return str(plot_pareto(result, path))
+        return str((plot_pareto_seeds if over_seeds else plot_pareto)(result, path))
     except MissingPackageError as exc:
         reporter.log(f"no {path.name}: {exc}")
         return None
@@ -398,8 +429,6 @@ def report(
 
         result = run_report(pick_checkpoint(ckpt, _reporter(quiet, as_json)))
         if plot:
-            from pathlib import Path
-
             from mpsctl.cli.plots import write_plots
 
             result["plots"] = [str(p) for p in write_plots(result, Path(plot))]

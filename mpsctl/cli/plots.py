@@ -223,3 +223,40 @@ def plot_pareto(sweep: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
     return _save(fig, path)
+
+
+def plot_pareto_seeds(summary: dict[str, Any], path: Path) -> Path:
+    """The front over several seeds (``mpsctl.stages.seeds.across_seeds``): each point's
+    mean accuracy against its mean size, bars from the lowest to the highest seed, front
+    points ringed, the searched points joined in size order."""
+    on = summary["score_on"]
+    fig = _figure(*PARETO_SIZE)
+    ax = fig.add_subplot()
+    for kind, (marker, colour, label) in _SWEEP_STYLE.items():
+        points = [p for p in summary["points"] if p["kind"] == kind]
+        if not points:
+            continue
+        xs = [100 * p["share"]["mean"] for p in points]
+        ys = [100 * p[on]["mean"] for p in points]
+        below = [y - 100 * p[on]["min"] for y, p in zip(ys, points, strict=True)]
+        above = [100 * p[on]["max"] - y for y, p in zip(ys, points, strict=True)]
+        ax.errorbar(xs, ys, yerr=[below, above], marker=marker, color=colour, label=label,
+                    capsize=3, linestyle="-" if kind == "searched" else "none")
+        for p, x, y in zip(points, xs, ys, strict=True):
+            if p["front"]:
+                ax.plot([x], [y], marker="o", markersize=13, markerfacecolor="none",
+                        markeredgecolor="#222222", linestyle="none")
+    ax.plot([], [], marker="o", markersize=10, markerfacecolor="none",
+            markeredgecolor="#222222", linestyle="none", label="Pareto front (means)")
+    ax.set_xscale("log")
+    sizes = [100 * p["share"]["mean"] for p in summary["points"]]
+    ticks = [t for t in (1, 2, 5, 10, 25, 50, 100) if min(sizes) / 2 <= t <= max(sizes) * 2]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(f"{summary['cost']}, % of the highest-precision model")
+    ax.set_ylabel(f"{'test' if on == 'test_accuracy' else 'validation'} accuracy, %")
+    seeds = summary.get("seeds") or summary.get("seeds_found") or []
+    ax.set_title(f"{summary.get('recipe', '')}: {len(seeds)} seeds, mean and min-max")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    return _save(fig, path)

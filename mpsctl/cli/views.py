@@ -184,3 +184,33 @@ def show_sweep(result: dict) -> None:
                            "its size")
     if result.get("plot"):
         _console.print(f"plot: {result['plot']}")
+
+
+def show_sweep_seeds(result: dict) -> None:
+    """The points over the seeds by mean size: mean (min-max) of each measure, the front on
+    the mean accuracy that ``score_on`` names."""
+    cost = result["cost"]
+    table = Table(title=f"sweep {result.get('recipe', '')} over seeds "
+                        f"{', '.join(str(s) for s in result['seeds'])}: mean (min-max); "
+                        f"* = front on mean {result['score_on'].replace('_', ' ')}")
+    has_test = any(p["test_accuracy"] for p in result["points"])
+    columns = ["", "point", "kind", f"{cost}, % of top", "budget used", "val acc"]
+    columns += ["test acc"] if has_test else []
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("", "point", "kind") else "right")
+    for p in result["points"]:
+        row = ["*" if p["front"] else "", p["id"], p["kind"], _span(p["share"]),
+               _span(p["used"]), _span(p["accuracy"])]
+        if has_test:
+            row.append(_span(p["test_accuracy"]))
+        table.add_row(*row)
+    _console.print(table)
+    if result.get("plot"):
+        _console.print(f"plot: {result['plot']}")
+
+
+def _span(stats: dict | None) -> str:
+    """``mean (min-max)`` in percent, or ``-``."""
+    if not stats:
+        return "-"
+    return f"{100 * stats['mean']:.1f} ({100 * stats['min']:.1f}-{100 * stats['max']:.1f})"

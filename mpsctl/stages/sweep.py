@@ -352,8 +352,12 @@ def _pruner(point: SweepPoint):
 def _write(path: Path, record: dict, points: list[SweepPoint], done: dict) -> None:
     if not distributed.is_main():
         return
-    data = {**summarise(record, points, done, record["cost"]),
-            "plan": [asdict(p) for p in points]}
+    write_json(path, {**summarise(record, points, done, record["cost"]),
+                      "plan": [asdict(p) for p in points]})
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` so that a reader (or a crash) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w") as stream:

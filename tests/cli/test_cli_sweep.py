@@ -154,3 +154,34 @@ def test_ctrl_c_stops_a_sweep_with_jobs_and_resume_finishes_it(tmp_path):
     points = json.loads(resumed.stdout)["points"]
     assert [p["id"] for p in points] == ["searched-20pct", "searched-40pct"]
     assert all(p["status"] == "done" and p["used"] <= 1 for p in points)
+
+
+def test_sweep_over_seeds_aggregates_each_seeds_sweep(cli, sweep_recipe, tmp_path):
+    out = cli.json("sweep", sweep_recipe, "--budgets", "30%", "--no-baselines",
+                   "--seeds", "0,1")
+    run = tmp_path / "runs" / "tiny"
+    seeds = [json.loads((run / f"seed-{s}" / "sweep.json").read_text()) for s in (0, 1)]
+    assert [s["seed"] for s in seeds] == [0, 1]
+    for sweep in seeds:
+        assert (run / f"seed-{sweep['seed']}" / "pareto.png").exists()
+        assert (run / f"seed-{sweep['seed']}" / "fp32" / "warmup.pt").exists()
+    saved = json.loads((run / "seeds.json").read_text())
+    assert out["file"] == str(run / "seeds.json") and saved["seeds"] == [0, 1]
+    (point,) = saved["points"]
+    values = [s["points"][0]["accuracy"] for s in seeds]
+    assert point["id"] == "searched-30pct" and point["accuracy"]["values"] == values
+    assert point["accuracy"]["mean"] == pytest.approx(sum(values) / 2)
+    assert _png_size(run / "pareto.png") == tuple(int(v * 100) for v in PARETO_SIZE)
+    # resuming skips every finished point of every seed
+    again = cli("sweep", sweep_recipe, "--budgets", "30%", "--no-baselines", "--seeds", "0,1",
+                "--resume")
+    assert again.exit_code == 0, again.stderr
+    assert again.stderr.count("finished before, skipped") == 2
+
+
+def test_sweep_refuses_bad_seeds(cli, sweep_recipe, tmp_path):
+    for seeds, named in (("0,x", "whole number"), ("1,1", "twice"), (",", "empty list")):
+        result = cli("sweep", sweep_recipe, "--budgets", "30%", "--seeds", seeds)
+        assert result.exit_code == 2, (seeds, result.stderr)
+        assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
