@@ -228,8 +228,8 @@ def _pact_eager_bodies(bits: tuple[int, ...], signed: bool, relu: bool):
 def _minmax_bodies(bits: tuple[int, ...], per_channel: bool):
     def quantize(weight: Tensor, absmax: Tensor, p: int) -> Tensor:
         view = (-1,) + (1,) * (weight.dim() - 1)
-        scale = (2 * absmax / ((1 << p) - 1)).reshape(view)
-        half = float(1 << (p - 1))
+        scale = (2 * absmax / (2 ** p - 1)).reshape(view)  # powers: see grid.act_levels
+        half = float(2 ** (p - 1))
         return torch.clamp(torch.round(weight / scale), -half, half - 1) * scale
 
     def weights_of(theta: Tensor, j: int, weight: Tensor) -> Tensor:

@@ -16,7 +16,9 @@ FLOOR_EPS = 1e-4
 
 def act_levels(bits: int, signed: bool) -> int:
     """Largest code magnitude: 2^p - 1 unsigned, 2^(p-1) - 1 signed (at least 1)."""
-    return max((1 << (bits - 1)) - 1, 1) if signed else (1 << bits) - 1
+    # powers, not shifts: inside a compiled body under torch 2.11 the bit-width can be a
+    # symbolic int, and its shape arithmetic evaluates ``2 ** p`` but not ``1 << p``
+    return max(2 ** (bits - 1) - 1, 1) if signed else 2 ** bits - 1
 
 
 def act_scale(clip: Tensor, bits: int, signed: bool) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import random
 import re
 import tempfile
 from pathlib import Path
@@ -183,7 +184,9 @@ def test_truncated_file(tmp_path: Path) -> None:
     assert "is not a readable checkpoint (truncated or corrupt" in one_line_error(path)
 
 
-@pytest.mark.parametrize("content", [os.urandom(2048), b"hello world", b"\x80\x02K\x01."])
+# fixed bytes and explicit ids: every pytest-xdist worker must collect the same test ids
+@pytest.mark.parametrize("content", [random.Random(0).randbytes(2048), b"hello world",
+                                     b"\x80\x02K\x01."], ids=["random", "text", "pickle"])
 def test_random_or_foreign_bytes(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "search.pt"
     path.write_bytes(content)
