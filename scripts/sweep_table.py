@@ -17,13 +17,8 @@ import sys
 from pathlib import Path
 
 from mpsctl.cli.plots import plot_pareto_seeds
+from mpsctl.cli.views import mean_range
 from mpsctl.stages.seeds import across_seeds
-
-
-def _span(stats: dict | None) -> str:
-    if not stats:
-        return "-"
-    return f"{100 * stats['mean']:.1f} ({100 * stats['min']:.1f}-{100 * stats['max']:.1f})"
 
 
 def _summary(paths: list[Path]) -> dict:
@@ -41,8 +36,8 @@ def aggregate(paths: list[Path]) -> str:
     ]
     for p in summary["points"]:
         lines.append(
-            f"| {p['id']} | {p['kind']} | {_span(p['share'])} | {_span(p['used'])} | "
-            f"{_span(p['accuracy'])} | {_span(p['test_accuracy'])} | "
+            f"| {p['id']} | {p['kind']} | {mean_range(p['share'])} | {mean_range(p['used'])} | "
+            f"{mean_range(p['accuracy'])} | {mean_range(p['test_accuracy'])} | "
             f"{'*' if p['front'] else ''} |"
         )
     seeds = summary["seeds_found"]

@@ -199,18 +199,19 @@ def show_sweep_seeds(result: dict) -> None:
     for col in columns:
         table.add_column(col, justify="left" if col in ("", "point", "kind") else "right")
     for p in result["points"]:
-        row = ["*" if p["front"] else "", p["id"], p["kind"], _span(p["share"]),
-               _span(p["used"]), _span(p["accuracy"])]
+        row = ["*" if p["front"] else "", p["id"], p["kind"], mean_range(p["share"]),
+               mean_range(p["used"]), mean_range(p["accuracy"])]
         if has_test:
-            row.append(_span(p["test_accuracy"]))
+            row.append(mean_range(p["test_accuracy"]))
         table.add_row(*row)
     _console.print(table)
     if result.get("plot"):
         _console.print(f"plot: {result['plot']}")
 
 
-def _span(stats: dict | None) -> str:
-    """``mean (min-max)`` in percent, or ``-``."""
+def mean_range(stats: dict | None) -> str:
+    """``mean (min-max)`` in percent, or ``-`` (the terminal table and the Markdown one of
+    scripts/sweep_table.py)."""
     if not stats:
         return "-"
     return f"{100 * stats['mean']:.1f} ({100 * stats['min']:.1f}-{100 * stats['max']:.1f})"

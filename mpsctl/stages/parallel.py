@@ -19,6 +19,7 @@ import torch
 
 from mpsctl.console import Reporter
 from mpsctl.errors import Interrupted
+from mpsctl.training.loop import StopFlag, sigint_stops
 
 #: The job a worker runs: (recipe as a dict, point, run folder, warm-up weights, swept
 #: cost, its highest value) -> the point's record.
@@ -48,45 +49,39 @@ def run_in_workers(
     """Run ``job(*args)`` for each ``(point id, args)`` of ``todo`` on ``jobs`` processes,
     at most ``jobs`` at a time, calling ``record(point id, result)`` as each one finishes.
 
-    After Ctrl-C or a failed point no new point starts; the running ones end (an
+    After Ctrl-C (a second one interrupts at once, as in every stage) or a failed point no
+    new point starts; the running ones end (an
     interrupted one saves its state), and then the first failure is raised, or one
     :class:`Interrupted` for the sweep after Ctrl-C.
     """
     pending = list(todo)
-    stop = {"requested": False}
-
-    def on_sigint(signum, frame):
-        stop["requested"] = True
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    stop = StopFlag()
     context = multiprocessing.get_context("spawn")
     failure: BaseException | None = None
-    try:
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                                 initargs=(threads_per_job(jobs),)) as pool:
-            running: dict[Future, str] = {}
-            while pending or running:
-                while pending and len(running) < jobs and not stop["requested"] and not failure:
-                    point_id, args = pending.pop(0)
-                    reporter.log(f"sweep: {point_id} started")
-                    running[pool.submit(job, *args)] = point_id
-                if not running:
-                    break
-                finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    point_id = running.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        result = future.result()
-                        record(point_id, result)
-                        reporter.log(f"sweep: {point_id} finished in {result['seconds']:.0f} s, "
-                                     f"validation accuracy {result['accuracy']:.4f}")
-                    elif failure is None:
-                        failure = error
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with sigint_stops(stop), ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_start_worker, initargs=(threads_per_job(jobs),)
+    ) as pool:
+        running: dict[Future, str] = {}
+        while pending or running:
+            while pending and len(running) < jobs and not stop() and not failure:
+                point_id, args = pending.pop(0)
+                reporter.log(f"sweep: {point_id} started")
+                running[pool.submit(job, *args)] = point_id
+            if not running:
+                break
+            finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in finished:
+                point_id = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    result = future.result()
+                    record(point_id, result)
+                    reporter.log(f"sweep: {point_id} finished in {result['seconds']:.0f} s, "
+                                 f"validation accuracy {result['accuracy']:.4f}")
+                elif failure is None:
+                    failure = error
     if failure is not None and not isinstance(failure, Interrupted):
         raise failure
-    if stop["requested"] or failure is not None:  # Ctrl-C (the workers saw it too)
+    if stop() or failure is not None:  # Ctrl-C (the workers saw it too)
         raise Interrupted("sweep stopped; every finished point is kept in sweep.json")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from mpsctl.console import Reporter
 from mpsctl.errors import UserError
-from mpsctl.recipe import Recipe, recipe_from_dict, recipe_to_dict
-from mpsctl.stages.sweep import run_sweep, write_json
+from mpsctl.recipe import Recipe
+from mpsctl.stages.sweep import derive_recipe, front_flags, run_sweep, write_json
 from mpsctl.training import distributed
 
 SEEDS_FILE = "seeds.json"
@@ -25,9 +25,7 @@ SEEDS_FILE = "seeds.json"
 
 def seed_recipe(recipe: Recipe, seed: int) -> Recipe:
     """The recipe at ``seed``, writing to ``<run dir>/seed-<seed>``."""
-    data = recipe_to_dict(recipe)
-    return recipe_from_dict({**data, "seed": seed,
-                             "output_dir": str(recipe.run_dir / f"seed-{seed}")})
+    return derive_recipe(recipe, {}, seed=seed, output_dir=str(recipe.run_dir / f"seed-{seed}"))
 
 
 def run_sweep_seeds(recipe: Recipe, reporter: Reporter, seeds: list[int],
@@ -36,13 +34,12 @@ def run_sweep_seeds(recipe: Recipe, reporter: Reporter, seeds: list[int],
     and return the points aggregated over the seeds."""
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds: a seed is listed twice ({seeds}); list each once")
-    sweeps = []
+    files = []
     for index, seed in enumerate(seeds, 1):
         reporter.log(f"sweep: seed {seed} ({index}/{len(seeds)})")
-        result = run_sweep(seed_recipe(recipe, seed), reporter, **sweep_options)
-        sweeps.append(json.loads(Path(result["sweep"]).read_text()))
-    summary = {"recipe": recipe.name, "seeds": list(seeds),
-               "sweeps": [str(recipe.run_dir / f"seed-{s}" / "sweep.json") for s in seeds],
+        files.append(run_sweep(seed_recipe(recipe, seed), reporter, **sweep_options)["sweep"])
+    sweeps = [json.loads(Path(f).read_text()) for f in files]
+    summary = {"recipe": recipe.name, "seeds": list(seeds), "sweeps": files,
                **across_seeds(sweeps)}
     path = recipe.run_dir / SEEDS_FILE
     if distributed.is_main():
@@ -74,12 +71,9 @@ def across_seeds(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
     complete = all(p["test_accuracy"] and len(p["test_accuracy"]["values"]) == len(sweeps)
                    for p in points)
     score_on = "test_accuracy" if complete else "accuracy"
-    for p in points:
-        size, score = p["share"]["mean"], p[score_on]["mean"]
-        p["front"] = not any(
-            o is not p and o["share"]["mean"] <= size and o[score_on]["mean"] >= score
-            and (o["share"]["mean"] < size or o[score_on]["mean"] > score) for o in points
-        )
+    flags = front_flags([(p["share"]["mean"], p[score_on]["mean"]) for p in points])
+    for p, on in zip(points, flags, strict=True):
+        p["front"] = on
     points.sort(key=lambda p: p["share"]["mean"])
     return {"cost": sweeps[0]["cost"], "score_on": score_on,
             "seeds_found": [s.get("seed") for s in sweeps], "points": points}

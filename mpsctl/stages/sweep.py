@@ -155,7 +155,7 @@ def _baselines(
         return points
     uniform_cost = {}
     for b in precisions:
-        r = _derive(recipe, {"search": _uniform_search(recipe, [b])})
+        r = derive_recipe(recipe, {"search": _uniform_search(recipe, [b])})
         net = build.supernet_for(r, copy.deepcopy(model).cpu(), input_shape)
         uniform_cost[b] = cost_range(net, [cost])[cost][1]
     for text, bound in bounds:
@@ -175,12 +175,12 @@ def _prunable_to(recipe: Recipe, model, input_shape, bits: int, cost: str, bound
     """Whether ``bits``-bit weights with only ``min_channels`` channels per layer fit."""
     from mpsctl.search.pruning import l1_pruned_assignment
 
-    r = _derive(recipe, {"search": _uniform_search(recipe, [0, bits])})
+    r = derive_recipe(recipe, {"search": _uniform_search(recipe, [0, bits])})
     net = build.supernet_for(r, copy.deepcopy(model).cpu(), input_shape)
     return l1_pruned_assignment(net, {cost: bound}) is not None
 
 
-def _derive(recipe: Recipe, changes: dict[str, Any], **top: Any) -> Recipe:
+def derive_recipe(recipe: Recipe, changes: dict[str, Any], **top: Any) -> Recipe:
     """``recipe`` with some keys of its sections replaced, and top-level keys set."""
     data = recipe_to_dict(recipe)
     for section, values in changes.items():
@@ -193,7 +193,7 @@ def point_recipe(recipe: Recipe, point: SweepPoint, run_dir: Path, weights: Path
     weights (no warm-up of its own), writing to ``run_dir/<point id>``."""
     changes = {"search": point.search, "warmup": {"epochs": 0},
                "model": {"weights": str(weights.resolve())}}
-    return _derive(recipe, changes, output_dir=str(run_dir / point.id))
+    return derive_recipe(recipe, changes, output_dir=str(run_dir / point.id))
 
 
 # ----------------------------------------------------------------------- running
@@ -243,7 +243,7 @@ def run_sweep(
                      f"{len(points)} points")
         from mpsctl.stages.search import run_warmup
 
-        warm = _derive(recipe, {}, output_dir=str(run_dir / "fp32"))
+        warm = derive_recipe(recipe, {}, output_dir=str(run_dir / "fp32"))
         fp32 = run_warmup(warm, reporter, weights)
         record["warmup"] = {"accuracy": fp32["accuracy"], "weights": str(weights)}
         done = {}
@@ -255,20 +255,21 @@ def run_sweep(
         if point.id in done:
             reporter.log(f"sweep: {point.id} finished before, skipped")
     todo = [p for p in points if p.id not in done]
-    if jobs > 1 and len(todo) > 1:
-        def finished(point_id: str, result: dict[str, Any]) -> None:
-            done[point_id] = result
-            _write(sweep_file, record, points, done)
 
-        run_in_workers(_point_job, [
-            (p.id, (recipe_to_dict(recipe), p, str(run_dir), str(weights), cost,
-                    scale["highest"])) for p in todo
-        ], jobs, reporter, finished)
-    for index, point in enumerate(p for p in todo if p.id not in done):
-        reporter.log(f"sweep [{index + 1}/{len(todo)}] {point.id}: {point.label}")
-        done[point.id] = _run_point(recipe, point, run_dir, weights, reporter, cost,
-                                    scale["highest"])
+    def finished(point_id: str, result: dict[str, Any]) -> None:
+        done[point_id] = result
         _write(sweep_file, record, points, done)
+
+    if jobs > 1 and len(todo) > 1:
+        data = recipe_to_dict(recipe)
+        run_in_workers(_point_job, [
+            (p.id, (data, p, str(run_dir), str(weights), cost, scale["highest"])) for p in todo
+        ], jobs, reporter, finished)
+    else:
+        for index, point in enumerate(todo, 1):
+            reporter.log(f"sweep [{index}/{len(todo)}] {point.id}: {point.label}")
+            finished(point.id, _run_point(recipe, point, run_dir, weights, reporter, cost,
+                                          scale["highest"]))
     return {**summarise(record, points, done, cost), "sweep": str(sweep_file),
             "run_dir": str(run_dir)}
 
@@ -373,17 +374,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def pareto_front(points: list[dict[str, Any]], cost: str) -> list[str]:
     """Ids of the points no other point beats: as cheap or cheaper and at least as accurate,
     strictly better in one."""
-    front = []
-    for p in points:
-        pc, pa = p["cost"][cost], p["accuracy"]
-        beaten = any(
-            q["cost"][cost] <= pc and q["accuracy"] >= pa
-            and (q["cost"][cost] < pc or q["accuracy"] > pa)
-            for q in points if q is not p
-        )
-        if not beaten:
-            front.append(p["id"])
-    return front
+    return [p["id"] for p, on in zip(points, front_flags(
+        [(p["cost"][cost], p["accuracy"]) for p in points]), strict=True) if on]
+
+
+def front_flags(pairs: list[tuple[float, float]]) -> list[bool]:
+    """For each (cost, accuracy) pair, whether no other pair is as cheap or cheaper and at
+    least as accurate, strictly better in one."""
+    return [not any(c <= cost and a >= acc and (c < cost or a > acc)
+                    for j, (c, a) in enumerate(pairs) if j != i)
+            for i, (cost, acc) in enumerate(pairs)]
 
 
 def dominance(points: list[dict[str, Any]], cost: str) -> list[dict[str, Any]]:
